@@ -1,0 +1,29 @@
+# Kiln's entry points. `make test` runs every test; `make help` lists targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+HELM = $(shell e2e/tools/helm.sh)
+
+.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+test: lint test-unit test-crds test-chart test-images ## every test: unit, CRD drift, chart, images
+	@echo "make test: all suites passed"
+
+test-unit: ## Rust unit and integration tests of the workspace
+	$(CARGO) test --workspace --locked
+
+lint: ## rustfmt and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+crds: ## regenerate crds/*.yaml and the chart's copy from the Rust types
+	$(CARGO) run --locked -q -p kiln-api --bin crdgen -- crds charts/kiln/crds
+
+test-crds: ## fail when crds/ differs from what the types generate
+	$(CARGO) run --locked -q -p kiln-api --bin crdgen -- --check crds charts/kiln/crds

@@ -1,0 +1,1 @@
+//! The kiln.dev/v1alpha1 API.
