@@ -24,7 +24,7 @@ up() {
   log "starting dockerd (socket $SOCK, data root $DATA_ROOT)"
   # The default bridge gets an explicit private range so that nothing this
   # engine creates overlaps the cluster's pod or service ranges.
-  nohup dockerd --host "$SOCK" --data-root "$DATA_ROOT" --exec-root "$RUN_DIR/exec" \
+  nohup dockerd --host "unix://$SOCK" --data-root "$DATA_ROOT" --exec-root "$RUN_DIR/exec" \
     --pidfile "$PIDFILE" --bip 172.30.0.1/24 --default-address-pool base=172.31.0.0/16,size=24 \
     >"$RUN_DIR/dockerd.log" 2>&1 &
   for _ in $(seq 1 60); do
