@@ -16,6 +16,12 @@ pub const SPECS: &[Spec] = &[
         "update rule",
     ),
     Spec::new(
+        "lr_schedule",
+        Kind::Choice(&["constant", "cosine"]),
+        "cosine",
+        "learning rate over the run: constant, or cosine decay to 0",
+    ),
+    Spec::new(
         "learning_rate",
         Kind::Float {
             min: 1e-8,
@@ -75,6 +81,8 @@ pub const SPECS: &[Spec] = &[
 #[derive(Debug)]
 pub struct Optimizer {
     adam: bool,
+    base_lr: f64,
+    cosine: bool,
     lr: f64,
     momentum: f64,
     beta1: f64,
@@ -105,6 +113,8 @@ impl Optimizer {
         };
         Optimizer {
             adam: p.str("optimizer") == "adam",
+            base_lr: p.float("learning_rate"),
+            cosine: p.str("lr_schedule") == "cosine",
             lr: p.float("learning_rate"),
             momentum: p.float("momentum"),
             beta1: p.float("beta_1"),
@@ -117,9 +127,14 @@ impl Optimizer {
         }
     }
 
-    /// Scales the learning rate (for schedules).
-    pub fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
+    /// Sets the learning rate for step `step` of `total` by the schedule.
+    pub fn schedule(&mut self, step: u64, total: u64) {
+        self.lr = if self.cosine {
+            let t = step as f64 / total.max(1) as f64;
+            self.base_lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+        } else {
+            self.base_lr
+        };
     }
 
     /// One update of `params` with `grads` (already averaged over the batch).

@@ -183,6 +183,7 @@ pub fn fit(
             ])?;
             let scale = 1.0 / stats[1].max(1.0);
             let grads: Vec<Tensor> = grads.iter().map(|g| g * scale).collect();
+            opt.schedule(step, epochs * batches);
             opt.step(params, &grads);
             if !stats[0].is_finite() {
                 return Err(Error::Algorithm(format!(

@@ -147,7 +147,10 @@ fn train(ctx: &mut Context) -> Result<()> {
     let block = ctx.params.int("block_rows");
     let device = ctx.device;
     let train = ctx.read("train", false)?;
-    let validation = ctx.read_eval("validation", false)?;
+    let evals = [
+        ("validation", ctx.read_eval("validation", false)?),
+        ("test", ctx.read_eval("test", false)?),
+    ];
     let x = train.x.to_device(device);
     let d = x.size()[1];
     if (train.global_rows as i64) < k {
@@ -240,11 +243,12 @@ fn train(ctx: &mut Context) -> Result<()> {
     let inertia = ctx.comm.sum_f64(&[inertia])?[0];
     ctx.metrics.emit("train:inertia", inertia, iter, None);
     ctx.metrics.emit("train:msd", inertia / n, iter, None);
-    if let Some(v) = &validation {
+    for (channel, v) in evals.iter().filter_map(|(c, v)| v.as_ref().map(|v| (c, v))) {
         let (_, _, vi) = assign_stats(&v.x.to_device(device), &centers, block);
         ctx.metrics
-            .emit("validation:msd", vi / v.rows() as f64, iter, None);
-        ctx.metrics.emit("validation:inertia", vi, iter, None);
+            .emit(&format!("{channel}:msd"), vi / v.rows() as f64, iter, None);
+        ctx.metrics
+            .emit(&format!("{channel}:inertia"), vi, iter, None);
     }
     let mut meta = ModelMeta::new("kmeans", "clustering", d as usize);
     meta.model = serde_json::json!({

@@ -93,7 +93,10 @@ fn fix_signs(components: &Tensor) -> Tensor {
 fn train(ctx: &mut Context) -> Result<()> {
     let device = ctx.device;
     let train = ctx.read("train", false)?;
-    let validation = ctx.read_eval("validation", false)?;
+    let evals = [
+        ("validation", ctx.read_eval("validation", false)?),
+        ("test", ctx.read_eval("test", false)?),
+    ];
     let block = ctx.params.int("block_rows");
     let d = train.cols() as i64;
     let k = ctx.params.int("num_components");
@@ -175,10 +178,10 @@ fn train(ctx: &mut Context) -> Result<()> {
     let ratio_sum = ratio.sum(TKind::Double).double_value(&[]);
     ctx.metrics
         .emit("train:explained_variance_ratio", ratio_sum, 1, None);
-    if let Some(v) = &validation {
+    for (channel, v) in evals.iter().filter_map(|(c, v)| v.as_ref().map(|v| (c, v))) {
         let err = reconstruction_mse(&v.x.to_device(device), &mean, &components);
         ctx.metrics
-            .emit("validation:reconstruction_mse", err, 1, None);
+            .emit(&format!("{channel}:reconstruction_mse"), err, 1, None);
     }
     let err = reconstruction_mse(&train.x.to_device(device), &mean, &components);
     ctx.metrics.emit("train:reconstruction_mse", err, 1, None);
