@@ -15,6 +15,7 @@ source "$here/../../e2e/tools/common.sh"
 
 TORCH_VERSION=2.11.0
 SKLEARN_VERSION=1.7.2
+PYARROW_VERSION=26.0.1
 venv="$KILN_CACHE/venv/torch-$TORCH_VERSION"
 with_sklearn=0
 for arg in "$@"; do
@@ -35,7 +36,7 @@ fi
 if [[ $with_sklearn == 1 && ! -f "$venv/.sklearn-ok" ]]; then
   log "installing scikit-learn $SKLEARN_VERSION and pyarrow into $venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    "scikit-learn==$SKLEARN_VERSION" pyarrow >&2 || die "pip install scikit-learn failed"
+    "scikit-learn==$SKLEARN_VERSION" "pyarrow==$PYARROW_VERSION" >&2 || die "pip install scikit-learn failed"
   touch "$venv/.sklearn-ok"
 fi
 

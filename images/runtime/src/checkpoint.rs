@@ -53,7 +53,7 @@ impl Checkpoints {
 
     /// Whether a checkpoint is due after `step`.
     pub fn due(&self, step: u64) -> bool {
-        (self.every_steps > 0 && step % self.every_steps == 0)
+        (self.every_steps > 0 && step.is_multiple_of(self.every_steps))
             || self.every.is_some_and(|d| self.last.elapsed() >= d)
     }
 

@@ -168,7 +168,7 @@ impl Optimizer {
             if p.penalized && self.l1 > 0.0 {
                 let t = self.lr * self.l1;
                 let shrunk = w.sign() * (w.abs() - t).clamp_min(0.0);
-                let _ = w.copy_(&shrunk);
+                w.copy_(&shrunk);
             }
         }
     }

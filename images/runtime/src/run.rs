@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tch::Device;
 
@@ -40,6 +40,8 @@ pub struct Context {
     pub device: Device,
     pub algorithm: &'static str,
     stop: Arc<AtomicBool>,
+    /// Time spent reading channels, reported apart from training time.
+    reading: std::cell::Cell<Duration>,
 }
 
 impl Context {
@@ -62,7 +64,14 @@ impl Context {
             world,
             content_type: cfg.content_type.clone(),
         };
-        data::read_channel(channel, &self.paths.channel(channel), &opts)
+        self.timed(|| data::read_channel(channel, &self.paths.channel(channel), &opts))
+    }
+
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        self.reading.set(self.reading.get() + start.elapsed());
+        out
     }
 
     /// Reads a whole optional channel (e.g. `validation`) on rank 0 only;
@@ -85,7 +94,8 @@ impl Context {
             world: 1,
             content_type: cfg.content_type,
         };
-        data::read_channel(channel, &dir, &opts).map(Some)
+        self.timed(|| data::read_channel(channel, &dir, &opts))
+            .map(Some)
     }
 
     /// Whether SIGTERM arrived on this rank (no communication).
@@ -173,8 +183,19 @@ fn train(options: &Options, paths: Paths, stop: Arc<AtomicBool>) -> Result<()> {
         device,
         algorithm: algorithm.name,
         stop,
+        reading: Default::default(),
     };
+    let start = Instant::now();
     (algorithm.train)(&mut ctx)?;
+    // Wall time of the run without reading the channels (for benchmarks).
+    let reading = ctx.reading.get().as_secs_f64();
+    ctx.metrics.emit("train:read_seconds", reading, 0, None);
+    ctx.metrics.emit(
+        "train:fit_seconds",
+        start.elapsed().as_secs_f64() - reading,
+        0,
+        None,
+    );
     ctx.metrics
         .flush()
         .map_err(Error::io(ctx.paths.output.join("metrics.json")))

@@ -194,11 +194,13 @@ pub fn fit(
             epoch_loss += stats[0];
             let stopping = stats[2] > 0.0;
             if stopping || ctx.checkpoints.due(step) {
+                // After the last batch the position is (epoch, batches): a
+                // resume then only finishes the epoch (its metrics).
                 let pos = Position {
                     step,
-                    epoch: if b + 1 == batches { epoch + 1 } else { epoch },
-                    batch: if b + 1 == batches { 0 } else { b + 1 },
-                    extra: serde_json::json!({ "epoch_loss": if b + 1 == batches { 0.0 } else { epoch_loss } }),
+                    epoch,
+                    batch: b + 1,
+                    extra: serde_json::json!({ "epoch_loss": epoch_loss }),
                 };
                 let mut state = param_state(params);
                 state.extend(opt.state());

@@ -155,3 +155,29 @@ fn describe_lists_hyperparameters() {
         "{text}"
     );
 }
+
+#[test]
+fn text_channels_accept_both_formats_and_reject_bad_labels() {
+    let text = "0\tgood fine nice\n__label__1 bad awful poor\n0\tnice good\n__label__1 awful bad\n";
+    let job = Job::new("text-classifier")
+        .hp("num_classes", 2)
+        .hp("epochs", 2)
+        .channel_file("train", "a.txt", text);
+    job.run().assert_ok();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job.root().join("model/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["model"]["tokenizer"]["buckets"], 100000);
+    let bad = Job::new("text-classifier")
+        .hp("num_classes", 2)
+        .channel_file("train", "a.txt", "0\tok\nx\tno\n");
+    assert_fails(&bad, 2, "a.txt line 2: label \"x\" is not an integer");
+    let bad = Job::new("text-classifier")
+        .hp("num_classes", 2)
+        .channel_file("train", "a.txt", "0\tok\n5\tno\n");
+    assert_fails(&bad, 2, "row 2: label 5 is out of range");
+    let bad = Job::new("text-classifier")
+        .hp("num_classes", 2)
+        .channel_file("train", "a.txt", "no tab here\n");
+    assert_fails(&bad, 2, "line 1: expected <label>");
+}

@@ -238,3 +238,19 @@ fn csv_header_and_parquet_channels_give_the_same_model() {
     assert!(common::max_diff(&csv, &train("train_header")) == 0.0);
     assert!(common::max_diff(&csv, &train("train_parquet")) < 1e-6);
 }
+
+#[test]
+fn text_classifier_matches_bag_of_ngrams_logistic_regression() {
+    let b = baseline("text");
+    let out = job("text-classifier", "text", "train", "test")
+        .hp("num_classes", 3)
+        .hp("epochs", 10)
+        .hp("learning_rate", 0.01)
+        .run();
+    at_least(
+        out.assert_ok(),
+        "test:accuracy",
+        float(&b, "bow_logistic_accuracy"),
+        "text-classifier",
+    );
+}

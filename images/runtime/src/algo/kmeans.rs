@@ -74,6 +74,25 @@ pub const ALGORITHM: Algorithm = Algorithm {
 /// Per-cluster sums `[k, d]` (f64), counts `[k]` (f64) and the summed squared
 /// distance of rows `x` to their nearest center.
 pub fn assign_stats(x: &Tensor, centers: &Tensor, block: i64) -> (Tensor, Tensor, f64) {
+    let centers_c = centers.contiguous();
+    if let (Some(xs), Some(cs)) = (
+        super::kmeans_cpu::cpu_f32(x),
+        super::kmeans_cpu::cpu_f32(&centers_c),
+    ) {
+        let (k, d) = (centers.size()[0], centers.size()[1]);
+        let threads = tch::get_num_threads().max(1) as usize;
+        let (sums, counts, inertia) = super::kmeans_cpu::assign_stats(xs, d as usize, cs, threads);
+        return (
+            Tensor::from_slice(&sums).view([k, d]),
+            Tensor::from_slice(&counts),
+            inertia,
+        );
+    }
+    assign_stats_tensor(x, centers, block)
+}
+
+/// [`assign_stats`] with tensor operations, for any device.
+pub fn assign_stats_tensor(x: &Tensor, centers: &Tensor, block: i64) -> (Tensor, Tensor, f64) {
     let _guard = tch::no_grad_guard();
     let (k, d) = (centers.size()[0], centers.size()[1]);
     let dev = centers.device();
@@ -194,6 +213,7 @@ fn train(ctx: &mut Context) -> Result<()> {
     let batch = ctx.params.usize("mini_batch_size");
     let counts_total =
         counts_seen.get_or_insert_with(|| Tensor::zeros([k], (TKind::Double, device)));
+    let (loop_start, first_iter) = (std::time::Instant::now(), iter);
     while iter < max_iter {
         let (shift, msd) = if batch == 0 {
             let (sums, counts, inertia) = assign_stats(&x, &centers, block);
@@ -238,6 +258,11 @@ fn train(ctx: &mut Context) -> Result<()> {
         if batch == 0 && shift <= tol {
             break;
         }
+    }
+    if iter > first_iter {
+        let per_iter = loop_start.elapsed().as_secs_f64() / (iter - first_iter) as f64;
+        ctx.metrics
+            .emit("train:iteration_seconds", per_iter, iter, None);
     }
     let (_, _, inertia) = assign_stats(&x, &centers, block);
     let inertia = ctx.comm.sum_f64(&[inertia])?[0];

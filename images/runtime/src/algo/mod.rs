@@ -2,12 +2,14 @@
 
 pub mod image;
 pub mod kmeans;
+mod kmeans_cpu;
 pub mod knn;
 pub mod linear;
 pub mod mlp;
 pub mod net;
 pub mod pca;
 mod stats;
+pub mod text;
 
 use crate::error::{Error, Result};
 use crate::hyper::{Kind, Spec};
@@ -72,6 +74,7 @@ pub const ALL: &[Algorithm] = &[
     knn::ALGORITHM,
     mlp::ALGORITHM,
     image::ALGORITHM,
+    text::ALGORITHM,
 ];
 
 /// The algorithm called `name`.

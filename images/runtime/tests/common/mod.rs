@@ -111,6 +111,9 @@ impl Job {
             .env_remove("WORLD_SIZE")
             .env_remove("RANK")
             .env_remove("SM_MODEL_DIR")
+            // Jobs run side by side on few cores: one thread each avoids
+            // OpenMP spinning against the other jobs.
+            .env("OMP_NUM_THREADS", "1")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd
     }
