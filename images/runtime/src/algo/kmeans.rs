@@ -54,6 +54,15 @@ const SPECS: &[Spec] = &[
         "0: Lloyd on all rows; else mini-batch k-means with this global batch",
     ),
     Spec::new(
+        "init_sample",
+        Kind::Int {
+            min: 1,
+            max: 1 << 30,
+        },
+        "100000",
+        "rows (evenly spaced over the channel) the initialization chooses from",
+    ),
+    Spec::new(
         "block_rows",
         Kind::Int {
             min: 256,
@@ -161,6 +170,44 @@ pub fn kmeans_pp(x: &Tensor, k: i64, rng: &mut SplitMix) -> Tensor {
     Tensor::stack(&centers, 0)
 }
 
+/// Every `stride`-th global row (at most `init_sample` rows), gathered on
+/// every rank, so the initialization sees the same rows on any number of
+/// ranks. A rank-local (sharded by file) channel uses rank 0's sample.
+fn init_sample(ctx: &mut Context, x: &Tensor, global_rows: usize) -> Result<Tensor> {
+    let sharded = ctx
+        .config
+        .channels
+        .get("train")
+        .is_some_and(|c| c.sharded_by_key());
+    let (rank, world) = if sharded {
+        (0, 1)
+    } else {
+        (ctx.comm.rank, ctx.comm.world)
+    };
+    let global_rows = if sharded {
+        x.size()[0] as usize
+    } else {
+        global_rows
+    };
+    let stride = global_rows.div_ceil(ctx.params.usize("init_sample")).max(1);
+    let m = global_rows.div_ceil(stride) as i64;
+    let (local, at): (Vec<i64>, Vec<i64>) = (0..x.size()[0] as usize)
+        .map(|j| (j, j * world + rank))
+        .filter(|(_, g)| g % stride == 0)
+        .map(|(j, g)| (j as i64, (g / stride) as i64))
+        .unzip();
+    let buffer = Tensor::zeros([m, x.size()[1]], (TKind::Float, x.device()));
+    let dev = x.device();
+    let rows = x.index_select(0, &Tensor::from_slice(&local).to_device(dev));
+    let _ = buffer
+        .shallow_clone()
+        .index_copy_(0, &Tensor::from_slice(&at).to_device(dev), &rows);
+    if sharded {
+        return Ok(ctx.comm.broadcast(&[&buffer])?.remove(0));
+    }
+    Ok(ctx.comm.sum(&[&buffer])?.remove(0))
+}
+
 fn train(ctx: &mut Context) -> Result<()> {
     let k = ctx.params.int("k");
     let block = ctx.params.int("block_rows");
@@ -198,14 +245,16 @@ fn train(ctx: &mut Context) -> Result<()> {
             (c, pos.step, v)
         }
         None => {
+            let sample = init_sample(ctx, &x, train.global_rows)?;
             let local = if ctx.params.str("init") == "kmeans++" {
-                kmeans_pp(&x, k.min(x.size()[0]), &mut rng)
+                kmeans_pp(&sample, k.min(sample.size()[0]), &mut rng)
             } else {
-                let pick: Vec<i64> = permutation(x.size()[0] as usize, ctx.seed(), 0)[..k as usize]
+                let rows = sample.size()[0] as usize;
+                let pick: Vec<i64> = permutation(rows, ctx.seed(), 0)[..(k as usize).min(rows)]
                     .iter()
                     .map(|&i| i as i64)
                     .collect();
-                x.index_select(0, &Tensor::from_slice(&pick).to_device(device))
+                sample.index_select(0, &Tensor::from_slice(&pick).to_device(device))
             };
             (ctx.comm.broadcast(&[&local])?.remove(0), 0, None)
         }
