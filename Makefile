@@ -42,4 +42,4 @@ test-image-runtime: image-runtime ## the runtime image starts, runs as non-root 
 bench-train: ## kiln-runtime train vs scikit-learn: times, ratios and the k-means machine limit
 	eval "$$(images/runtime/torch-env.sh --with-sklearn)" && \
 	  $(CARGO) build --release --locked -p kiln-runtime && \
-	  python images/runtime/bench/bench_train.py "$$(pwd)/target/release/kiln-runtime" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-train"
+	  python images/runtime/bench/bench_train.py "$$(realpath "$${CARGO_TARGET_DIR:-target}")/release/kiln-runtime" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-train"

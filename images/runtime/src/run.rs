@@ -74,6 +74,24 @@ impl Context {
         out
     }
 
+    /// Reads a whole channel on every rank (pipeline stages across ranks
+    /// each need every row).
+    pub fn read_all(&self, channel: &str, has_label: bool) -> Result<Dataset> {
+        let cfg = self
+            .config
+            .channels
+            .get(channel)
+            .cloned()
+            .unwrap_or_default();
+        let opts = ReadOptions {
+            has_label,
+            rank: 0,
+            world: 1,
+            content_type: cfg.content_type,
+        };
+        self.timed(|| data::read_channel(channel, &self.paths.channel(channel), &opts))
+    }
+
     /// Reads a whole optional channel (e.g. `validation`) on rank 0 only;
     /// `None` when it is absent or on other ranks.
     pub fn read_eval(&self, channel: &str, has_label: bool) -> Result<Option<Dataset>> {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Job, blobs, max_diff};
+use common::{Job, Outcome, blobs, max_diff};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -17,6 +17,10 @@ fn free_port() -> u16 {
 
 /// Runs `world` ranks of the job `make()` builds; returns every rank's job.
 fn run_ranks(world: usize, make: &dyn Fn() -> Job) -> Vec<Job> {
+    run_ranks_with_output(world, make).0
+}
+
+fn run_ranks_with_output(world: usize, make: &dyn Fn() -> Job) -> (Vec<Job>, Vec<Outcome>) {
     let port = free_port();
     let jobs: Vec<Job> = (0..world).map(|_| make()).collect();
     let children: Vec<_> = jobs
@@ -35,10 +39,15 @@ fn run_ranks(world: usize, make: &dyn Fn() -> Job) -> Vec<Job> {
                 .unwrap()
         })
         .collect();
-    for (job, child) in jobs.iter().zip(children) {
-        job.outcome(child.wait_with_output().unwrap()).assert_ok();
+    let outcomes: Vec<Outcome> = jobs
+        .iter()
+        .zip(children)
+        .map(|(job, child)| job.outcome(child.wait_with_output().unwrap()))
+        .collect();
+    for out in &outcomes {
+        out.assert_ok();
     }
-    jobs
+    (jobs, outcomes)
 }
 
 fn check_ranks_agree(make: &dyn Fn() -> Job, tolerance: f64) {
@@ -177,5 +186,53 @@ fn pipeline_stages_follow_the_unsplit_loss_trajectory() {
             );
         }
         assert!(max_diff(&model, &split_model) < 1e-4);
+    }
+}
+
+#[test]
+fn pipeline_stages_on_ranks_follow_the_unsplit_loss_trajectory() {
+    let data = blobs(200, 10, 3, 17);
+    let make = |stages: usize| {
+        let data = data.clone();
+        move || {
+            Job::new("mlp")
+                .hp("predictor_type", "classifier")
+                .hp("num_classes", 3)
+                .hp("hidden_layers", "32,16,8")
+                .hp("epochs", 3)
+                .hp("mini_batch_size", 40)
+                .hp("pipeline_stages", stages)
+                .hp("pipeline_ranks", "true")
+                .hp("micro_batches", 3)
+                .channel_file("train", "a.csv", &data)
+        }
+    };
+    let (single, outs) = run_ranks_with_output(1, &make(1));
+    let reference = outs[0].series("train:loss");
+    let model = single[0].model();
+    for world in [2, 3] {
+        let (jobs, outs) = run_ranks_with_output(world, &make(world));
+        for (rank, out) in outs.iter().enumerate() {
+            let line = format!("pipeline stage {rank} of {world} on this rank");
+            assert!(
+                out.stderr.contains(&line),
+                "rank {rank} ran no stage: {}",
+                out.stderr
+            );
+        }
+        let losses = outs[0].series("train:loss");
+        assert_eq!(losses.len(), reference.len());
+        for ((e1, a), (e2, b)) in reference.iter().zip(&losses) {
+            assert_eq!(e1, e2);
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{world} stages on ranks: loss {b} vs {a}"
+            );
+        }
+        let diff = max_diff(&model, &jobs[0].model());
+        assert!(
+            diff < 1e-4,
+            "{world} stages on ranks: the model differs by {diff}"
+        );
     }
 }

@@ -45,6 +45,12 @@ pub const NET_SPECS: &[Spec] = &[
         "split the layers into this many stages (on CUDA devices round-robin when present)",
     ),
     Spec::new(
+        "pipeline_ranks",
+        Kind::Bool,
+        "false",
+        "put stage i on rank i (WORLD_SIZE = pipeline_stages) instead of data parallelism",
+    ),
+    Spec::new(
         "micro_batches",
         Kind::Int { min: 1, max: 4096 },
         "1",
@@ -204,7 +210,13 @@ pub fn train_net(
         _ => Task::parse("multiclass_classifier", ctx.params.int("num_classes"))?,
     };
     let device = ctx.device;
-    let train = ctx.read("train", true)?;
+    // Stages on ranks: every rank reads every row; else ranks share the rows.
+    let across = ctx.params.bool("pipeline_ranks") && ctx.comm.world > 1;
+    let train = if across {
+        ctx.read_all("train", true)?
+    } else {
+        ctx.read("train", true)?
+    };
     let y = task.prepare_labels("train", train.labels("train")?)?;
     let validation = ctx.read_eval("validation", true)?;
     let test = ctx.read_eval("test", true)?;
@@ -277,7 +289,11 @@ pub fn train_net(
         }
         Ok(())
     };
-    sgd::fit(ctx, &model, &mut opt, &rows, &mut on_epoch)?;
+    if across {
+        super::pipeline::fit(ctx, &model.net, task, &x, &y, &mut on_epoch)?;
+    } else {
+        sgd::fit(ctx, &model, &mut opt, &rows, &mut on_epoch)?;
+    }
     let step = ctx.params.int("epochs") as u64;
     if let Some(t) = &test {
         let ty = task.prepare_labels("test", t.labels("test")?)?;

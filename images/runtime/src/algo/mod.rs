@@ -8,6 +8,7 @@ pub mod linear;
 pub mod mlp;
 pub mod net;
 pub mod pca;
+mod pipeline;
 mod stats;
 pub mod text;
 

@@ -58,6 +58,8 @@ pub struct Net {
     stores: Vec<nn::VarStore>,
     stages: Vec<nn::SequentialT>,
     params: Vec<Param>,
+    /// The stage of each parameter.
+    param_stage: Vec<usize>,
     buffers: Vec<(String, Tensor)>,
 }
 
@@ -135,8 +137,9 @@ impl Net {
             vs.set_device(devices[s % devices.len()]);
         }
         let mut params = Vec::new();
+        let mut param_stage = Vec::new();
         let mut buffers = Vec::new();
-        for vs in &stores {
+        for (stage, vs) in stores.iter().enumerate() {
             let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
             vars.sort_by(|a, b| a.0.cmp(&b.0));
             for (name, tensor) in vars {
@@ -147,6 +150,7 @@ impl Net {
                         tensor,
                         penalized,
                     });
+                    param_stage.push(stage);
                 } else {
                     buffers.push((name, tensor));
                 }
@@ -157,6 +161,7 @@ impl Net {
             stores,
             stages: seqs,
             params,
+            param_stage,
             buffers,
         }
     }
@@ -183,6 +188,16 @@ impl Net {
             h = stage.forward_t(&h.to_device(vs.device()), train);
         }
         h
+    }
+
+    /// The output of stage `s` alone (pipeline across ranks).
+    pub fn forward_stage(&self, s: usize, x: &Tensor, train: bool) -> Tensor {
+        self.stages[s].forward_t(&x.to_device(self.stores[s].device()), train)
+    }
+
+    /// The stage each of [`Net::params`] belongs to.
+    pub fn param_stages(&self) -> &[usize] {
+        &self.param_stage
     }
 
     /// The device of the first stage (inputs) and of the last (outputs).

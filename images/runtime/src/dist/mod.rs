@@ -174,6 +174,22 @@ impl Comm {
         Ok(buf)
     }
 
+    /// Sends a tensor down the pipeline (`forward`) or back up.
+    pub fn send(&mut self, forward: bool, t: &Tensor) -> Result<()> {
+        self.ring
+            .as_mut()
+            .ok_or_else(|| Error::Distributed("no peers to send to".into()))?
+            .send_tensor(forward, t)
+    }
+
+    /// Receives a tensor from the previous rank (`forward`) or the next one.
+    pub fn recv(&mut self, forward: bool) -> Result<Tensor> {
+        self.ring
+            .as_mut()
+            .ok_or_else(|| Error::Distributed("no peers to receive from".into()))?
+            .recv_tensor(forward)
+    }
+
     /// Rank 0's tensors on every rank.
     pub fn broadcast(&mut self, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
         if self.rank == 0 || self.ring.is_none() {

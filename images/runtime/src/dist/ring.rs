@@ -225,6 +225,58 @@ impl Ring {
         Ok(())
     }
 
+    /// Sends a float32 tensor's shape and values to the next rank (or, with
+    /// `forward` false, back to the previous one): pipeline activations and
+    /// their gradients.
+    pub fn send_tensor(&mut self, forward: bool, t: &tch::Tensor) -> Result<()> {
+        let t = t
+            .detach()
+            .to_kind(tch::Kind::Float)
+            .to_device(tch::Device::Cpu)
+            .contiguous();
+        let shape = t.size();
+        let values = Vec::<f32>::try_from(&t.reshape([-1])).map_err(|e| dist_err("send", e))?;
+        let mut out = Vec::with_capacity(4 + shape.len() * 8 + values.len() * 4);
+        out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
+        for d in &shape {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        for v in values {
+            v.put(&mut out);
+        }
+        let stream = if forward {
+            &mut self.next
+        } else {
+            &mut self.prev
+        };
+        stream
+            .write_all(&out)
+            .map_err(|e| dist_err("sending a pipeline tensor", e))
+    }
+
+    /// Receives a tensor sent by [`Ring::send_tensor`] from the previous rank
+    /// (`forward`) or the next one.
+    pub fn recv_tensor(&mut self, forward: bool) -> Result<tch::Tensor> {
+        let stream = if forward {
+            &mut self.prev
+        } else {
+            &mut self.next
+        };
+        let err = |e: std::io::Error| dist_err("receiving a pipeline tensor", e);
+        let dims = read_u32(stream).map_err(err)? as usize;
+        let mut shape = Vec::with_capacity(dims);
+        for _ in 0..dims {
+            let mut b = [0u8; 8];
+            stream.read_exact(&mut b).map_err(err)?;
+            shape.push(i64::from_le_bytes(b));
+        }
+        let count: i64 = shape.iter().product();
+        let mut bytes = vec![0u8; count.max(0) as usize * 4];
+        stream.read_exact(&mut bytes).map_err(err)?;
+        let values: Vec<f32> = bytes.chunks_exact(4).map(f32::get).collect();
+        Ok(tch::Tensor::from_slice(&values).view(shape.as_slice()))
+    }
+
     /// Sends `buf[send]` to the next rank while receiving the previous
     /// rank's chunk of the size of `recv` (both at once, so neither blocks).
     fn exchange<T: Elem>(
