@@ -59,6 +59,12 @@ for profile in default full single; do
   fi
 done
 
+# The default image tag (appVersion) is the one images/build.sh gives the
+# operator image: the workspace version.
+name="appVersion ($APP_VERSION) is the workspace version"
+WORKSPACE_VERSION=$(awk '/^\[/ { p = ($0 == "[workspace.package]") } p && $1 == "version" { gsub(/"/, "", $3); print $3; exit }' Cargo.toml)
+if [[ "$APP_VERSION" == "$WORKSPACE_VERSION" ]]; then ok "$name"; else echo "Cargo.toml: $WORKSPACE_VERSION" >"$WORK/out"; not_ok "$name"; fi
+
 # The chart installs on the Kubernetes versions it claims and no older one.
 name="kubeVersion: Kubernetes 1.29 is refused"
 if "$HELM" template kiln "$CHART" --kube-version 1.29.0 >/dev/null 2>"$WORK/out" ; then
