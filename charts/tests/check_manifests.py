@@ -272,15 +272,39 @@ def check_single(check, docs, deploy, pod):
     check.equal(pdb.get("spec", {}).get("minAvailable"), "50%", "PodDisruptionBudget percentage")
 
 
+KILN_KINDS = {"TrainingJob", "TuningJob", "Endpoint", "Pipeline", "ModelPackage"}
+
+
+def check_crds(check, docs):
+    """The chart ships the CRD of every Kiln kind (rendered with --include-crds)."""
+    crds = objects_of(docs, "CustomResourceDefinition")
+    check.equal({c["spec"]["names"]["kind"] for c in crds}, KILN_KINDS, "the chart's CRDs are the Kiln kinds")
+    for crd in crds:
+        spec, name = crd["spec"], crd["metadata"]["name"]
+        check.equal(crd.get("apiVersion"), "apiextensions.k8s.io/v1", f"CRD {name} apiVersion")
+        check.equal(spec.get("group"), "kiln.dev", f"CRD {name} group")
+        check.equal(spec.get("scope"), "Namespaced", f"CRD {name} scope")
+        check.that("kiln" in spec["names"].get("categories", []), f"CRD {name} is in the kiln category")
+        versions = {v["name"]: v for v in spec.get("versions", [])}
+        check.that("v1alpha1" in versions, f"CRD {name} serves v1alpha1")
+        v = versions.get("v1alpha1", {})
+        check.that(v.get("served") and v.get("storage"), f"CRD {name} v1alpha1 is served and stored")
+        check.that("status" in v.get("subresources", {}), f"CRD {name} has the status subresource")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=("default", "full", "single"), required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--app-version", default="0.1.0")
+    parser.add_argument("--crds", action="store_true", help="the input holds the CRDs too (--include-crds)")
     args = parser.parse_args()
 
     docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
     check = Checks()
+    if args.crds:
+        check_crds(check, docs)
+        docs = [d for d in docs if d.get("kind") != "CustomResourceDefinition"]
     deploy, pod = check_common(check, docs, args.namespace)
     if args.profile == "default":
         check_default(check, docs, deploy, pod, args.namespace, args.app_version)
