@@ -275,6 +275,28 @@ def check_single(check, docs, deploy, pod):
 KILN_KINDS = {"TrainingJob", "TuningJob", "Endpoint", "Pipeline", "ModelPackage"}
 
 
+JSON_TYPES = {"string": str, "boolean": bool, "object": dict, "array": list}
+
+
+def typed_values(schema, path=""):
+    """Yields (path, type, value) for every enum value and default in a schema.
+
+    The API server reads YAML 1.1, where a plain Off, On, Yes or No is a
+    boolean; PyYAML reads it the same way, so a string enum value or default
+    written unquoted shows up here as a bool of the wrong type."""
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type")
+    for value in schema.get("enum", []):
+        yield f"{path}.enum", kind, value
+    if "default" in schema:
+        yield f"{path}.default", kind, schema["default"]
+    for name, sub in schema.get("properties", {}).items():
+        yield from typed_values(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        yield from typed_values(schema.get(key), f"{path}[{key}]")
+
+
 def check_crds(check, docs):
     """The chart ships the CRD of every Kiln kind (rendered with --include-crds)."""
     crds = objects_of(docs, "CustomResourceDefinition")
@@ -290,6 +312,11 @@ def check_crds(check, docs):
         v = versions.get("v1alpha1", {})
         check.that(v.get("served") and v.get("storage"), f"CRD {name} v1alpha1 is served and stored")
         check.that("status" in v.get("subresources", {}), f"CRD {name} has the status subresource")
+        schema = v.get("schema", {}).get("openAPIV3Schema", {})
+        mistyped = [(p, t, val) for p, t, val in typed_values(schema)
+                    if t in JSON_TYPES and val is not None and not isinstance(val, JSON_TYPES[t])]
+        check.that(not mistyped, f"CRD {name}: enum values and defaults match their type as the API server "
+                   f"reads them (quote YAML 1.1 booleans such as Off): {mistyped[:3]}")
 
 
 def main():
