@@ -27,7 +27,7 @@ use crate::training_job::TrainingJobSpec;
     printcolumn(name = "Completed", type_ = "integer", json_path = ".status.trainingJobCounts.completed"),
     printcolumn(name = "Best", type_ = "number", json_path = ".status.bestTrainingJob.objectiveValue"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new(crate::common::unchanged_rule("spec", &["strategy", "objective", "additionalMetrics", "parameterRanges", "earlyStopping", "completionCriteria", "trainingJobTemplate", "warmStart"])).message("a TuningJob can only change its limits: create a new TuningJob (warmStart can reuse this one's trials)"),
+    validation = Rule::new(crate::common::unchanged_rule("spec", &["strategy", "objective", "additionalMetrics", "parameterRanges", "earlyStopping", "completionCriteria", "trainingJobTemplate", "warmStart"])).message("a TuningJob can only change its limits: create a new TuningJob (warmStart can reuse this one's trials)").field_path(".spec"),
     cel
 )]
 #[serde(rename_all = "camelCase")]

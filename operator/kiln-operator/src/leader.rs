@@ -81,6 +81,9 @@ where
 
     let outcome = loop {
         tokio::select! {
+            // Shutdown first: the controllers end on the same signal, and
+            // their ending then is expected.
+            biased;
             _ = shutdown.cancelled() => break Ok(()),
             changed = is_leader.changed() => {
                 if changed.is_err() || !*is_leader.borrow_and_update() {
@@ -89,6 +92,7 @@ where
             }
             finished = &mut work => {
                 break match finished {
+                    Ok(result) if shutdown.is_cancelled() => result,
                     Ok(result) => result.and_then(|()| Err(anyhow::anyhow!("controllers stopped unexpectedly"))),
                     Err(e) => Err(anyhow::anyhow!("controllers panicked: {e}")),
                 };
