@@ -3,7 +3,9 @@
 
 use std::future::Future;
 
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +47,7 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    let manager = LeaseManagerBuilder::new(client, &lease.name)
+    let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
         .with_namespace(&lease.namespace)
         .with_identity(&lease.identity)
         .with_duration(lease.duration_seconds)
@@ -74,6 +76,7 @@ where
     }
 
     tracing::info!(identity = %lease.identity, "became leader");
+    tokio::spawn(record_leadership(client, lease.clone()));
     metrics.leader.set(1);
     metrics.leader_acquisitions.inc();
     let work_token = shutdown.child_token();
@@ -81,6 +84,9 @@ where
 
     let outcome = loop {
         tokio::select! {
+            // Shutdown first: the controllers end on the same signal, and
+            // their ending then is expected.
+            biased;
             _ = shutdown.cancelled() => break Ok(()),
             changed = is_leader.changed() => {
                 if changed.is_err() || !*is_leader.borrow_and_update() {
@@ -89,6 +95,7 @@ where
             }
             finished = &mut work => {
                 break match finished {
+                    Ok(result) if shutdown.is_cancelled() => result,
                     Ok(result) => result.and_then(|()| Err(anyhow::anyhow!("controllers stopped unexpectedly"))),
                     Err(e) => Err(anyhow::anyhow!("controllers panicked: {e}")),
                 };
@@ -112,4 +119,34 @@ where
         Err(e) => tracing::warn!(error = %e, "leader election task failed"),
     }
     outcome
+}
+
+/// Records a `LeaderElection` event on the Lease, so `kubectl describe lease`
+/// shows who led when. Best effort: a failure is logged, never fatal.
+async fn record_leadership(client: Client, lease: LeaseConfig) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
+    let reference = match leases.get(&lease.name).await {
+        Ok(object) => object.object_ref(&()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Lease to record the leadership event");
+            return;
+        }
+    };
+    let reporter = Reporter {
+        controller: "kiln-operator".into(),
+        instance: Some(lease.identity.clone()),
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "LeaderElection".into(),
+        note: Some(format!("{} became leader", lease.identity)),
+        action: "Acquire".into(),
+        secondary: None,
+    };
+    if let Err(e) = Recorder::new(client, reporter)
+        .publish(&event, &reference)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record the leadership event");
+    }
 }
