@@ -196,7 +196,8 @@ def check_default(check, docs, deploy, pod, namespace, app_version):
     check.equal(env_value(c, "KILN_LOG_FORMAT"), "json", "default log format")
     check.equal(env_value(c, "KILN_WATCH_NAMESPACE"), "", "all namespaces watched by default")
     check.equal(granted(docs, "coordination.k8s.io", "leases", "create"), [("Role", namespace)], "lease permissions: a Role in the release namespace")
-    check.equal(sorted(granted(docs, "events.k8s.io", "events", "create")), [("ClusterRole", None)], "event permissions: a ClusterRole")
+    check.equal(sorted(granted(docs, "events.k8s.io", "events", "create")), [("ClusterRole", None), ("Role", namespace)],
+                "event permissions: a ClusterRole, and the Role of the Lease for its LeaderElection event")
     check.that(not objects_of(docs, "ServiceMonitor"), "no ServiceMonitor by default")
     check.that(not objects_of(docs, "PodDisruptionBudget"), "no PodDisruptionBudget by default")
     check.equal(len(objects_of(docs, "Service")), 1, "one metrics Service")
@@ -242,6 +243,8 @@ def check_full(check, docs, deploy, pod, namespace):
     check.that(not objects_of(docs, "ClusterRole") and not objects_of(docs, "ClusterRoleBinding"),
                "no cluster-wide role when watchNamespace is set")
     check.equal(sorted(granted(docs, "", "events", "create")), [("Role", "ml-jobs")], "event permissions: a Role in the watched namespace")
+    check.equal(sorted(granted(docs, "events.k8s.io", "events", "create")), [("Role", namespace), ("Role", "ml-jobs")],
+                "events.k8s.io events: in the watched namespace, and in the release namespace for the Lease's event")
     lease_roles = [r for r in objects_of(docs, "Role") if any("leases" in rule.get("resources", []) for rule in r.get("rules", []))]
     check.equal([n for r in lease_roles for rule in r["rules"] for n in rule.get("resourceNames", [])], ["kiln-full-leader"],
                 "lease permissions limited to the lease by name")
