@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 HELM = $(shell e2e/tools/helm.sh)
 
-.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds image-runtime test-image-runtime bench-train
+.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds images bench-train
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,12 +32,15 @@ crds: ## regenerate crds/*.yaml and the chart's copy from the Rust types
 test-crds: ## fail when crds/ differs from what the types generate
 	$(CARGO) run --locked -q -p kiln-api --bin crdgen -- --check crds charts/kiln/crds
 
-image-runtime: ## build the CPU kiln-runtime image (kiln/runtime:dev) in the project's Docker engine
-	images/runtime/stage.sh "$${KILN_CACHE:-$$HOME/.cache/kiln}/stage/runtime"
-	eval "$$(e2e/docker/engine.sh up)" && docker build -q -t kiln/runtime:dev "$${KILN_CACHE:-$$HOME/.cache/kiln}/stage/runtime"
+test-chart: ## helm lint, rendered-manifest checks and schema refusals of charts/kiln
+	charts/tests/run.sh
 
-test-image-runtime: image-runtime ## the runtime image starts, runs as non-root and trains a tiny job
-	eval "$$(e2e/docker/engine.sh up)" && images/runtime/test-image.sh kiln/runtime:dev
+images: ## build every defined container image (kiln/NAME:<version> and kiln/NAME:dev)
+	images/build.sh all
+
+test-images: ## build the operator and runtime images and check them (non-root, locked down, runtime trains)
+	images/operator/test.sh
+	images/runtime/test.sh
 
 bench-train: ## kiln-runtime train vs scikit-learn: times, ratios and the k-means machine limit
 	eval "$$(images/runtime/torch-env.sh --with-sklearn)" && \

@@ -2,7 +2,7 @@
 # Stages the CPU runtime image's build context: a release kiln-runtime and
 # only the libtorch libraries it loads on a CPU machine.
 #
-#   images/runtime/stage.sh DIR     # then: docker build -f images/runtime/Dockerfile DIR
+#   images/runtime/stage.sh DIR     # images/build.sh runtime does this, then docker build
 #
 # The binary is linked against libtorch_cuda.so on purpose (so one build sees
 # CUDA where the GPU libraries are present); the CPU image drops that entry

@@ -31,7 +31,7 @@ use crate::training_job::BuiltinAlgorithm;
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "ready serving replicas over all variants"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.spec.mode == oldSelf.spec.mode").message("an Endpoint's mode cannot change: create a new Endpoint"),
+    validation = Rule::new("self.spec.mode == oldSelf.spec.mode").message("an Endpoint's mode cannot change: create a new Endpoint").field_path(".spec.mode"),
     cel
 )]
 #[serde(rename_all = "camelCase")]

@@ -30,7 +30,7 @@ use crate::training_job::BuiltinAlgorithm;
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     selectable = ".spec.groupName",
-    validation = Rule::new(crate::common::unchanged_rule("spec", &["groupName", "inference", "source"])).message("a ModelPackage's groupName, inference and source cannot change: register a new version instead"),
+    validation = Rule::new(crate::common::unchanged_rule("spec", &["groupName", "inference", "source"])).message("a ModelPackage's groupName, inference and source cannot change: register a new version instead").field_path(".spec"),
     cel
 )]
 #[serde(rename_all = "camelCase")]

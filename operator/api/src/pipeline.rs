@@ -58,7 +58,7 @@ pub const RUN_ANNOTATION: &str = "kiln.dev/run";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.steps.all(s, !has(s.dependsOn) || s.dependsOn.all(d, d != s.name && self.steps.exists(t, t.name == d)))").message("every steps[].dependsOn entry must name another step of this pipeline"),
+    validation = Rule::new("self.steps.all(s, !has(s.dependsOn) || s.dependsOn.all(d, self.steps.exists(t, t.name == d)))").message("every steps[].dependsOn entry must name a step of this pipeline"),
     validation = Rule::new("self.steps.all(s, !has(s.condition) || (s.condition.ifSteps + s.condition.elseSteps).all(d, self.steps.exists(t, t.name == d)))").message("condition.ifSteps and condition.elseSteps must name steps of this pipeline"),
 )]
 pub struct PipelineSpec {
@@ -132,9 +132,11 @@ pub enum ParameterType {
 /// `{{ parameters.<name> }}`, `{{ steps.<step>.modelArtifactUri }}`,
 /// `{{ steps.<step>.metrics['<metric>'] }}`, `{{ steps.<step>.outputs.<name> }}`,
 /// `{{ execution.id }}` and `{{ execution.startTime }}`. A reference to a step
-/// adds an implicit dependency on it.
+/// adds an implicit dependency on it. Inside storage URIs, which admit no
+/// whitespace, write references without spaces: `{{execution.id}}`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.dependsOn) || !(self.name in self.dependsOn)").message("a step cannot depend on itself"))]
 #[x_kube(validation = Rule::new("[has(self.processing), has(self.training), has(self.tuning), has(self.registerModel), has(self.deploy), has(self.condition), has(self.fail)].filter(x, x).size() == 1").message("a step sets exactly one of processing, training, tuning, registerModel, deploy, condition and fail"))]
 pub struct Step {
     /// The step's name, unique in the pipeline.
@@ -145,7 +147,7 @@ pub struct Step {
     pub name: String,
     /// Steps that must succeed before this one starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 50))]
+    #[schemars(extend("maxItems" = 20), inner(length(min = 1, max = 63)))]
     pub depends_on: Option<Vec<String>>,
     /// Reuse the result of an earlier execution's identical step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -359,11 +361,11 @@ pub struct ConditionStep {
     pub expression: String,
     /// Steps run when the expression is true; they wait for this step.
     #[serde(default)]
-    #[schemars(extend("maxItems" = 50))]
+    #[schemars(extend("maxItems" = 20), inner(length(min = 1, max = 63)))]
     pub if_steps: Vec<String>,
     /// Steps run when it is false; the other branch is skipped.
     #[serde(default)]
-    #[schemars(extend("maxItems" = 50))]
+    #[schemars(extend("maxItems" = 20), inner(length(min = 1, max = 63)))]
     pub else_steps: Vec<String>,
 }
 

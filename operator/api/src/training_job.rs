@@ -36,7 +36,7 @@ use crate::common::{
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.resources.replicas"),
     printcolumn(name = "Billable", type_ = "integer", json_path = ".status.billableSeconds", description = "billable seconds"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new(crate::common::unchanged_rule("spec", IMMUTABLE_FIELDS)).message("a TrainingJob's spec cannot change after creation, except suspend and ttlSecondsAfterFinished: create a new TrainingJob instead"),
+    validation = Rule::new(crate::common::unchanged_rule("spec", IMMUTABLE_FIELDS)).message("a TrainingJob's spec cannot change after creation, except suspend and ttlSecondsAfterFinished: create a new TrainingJob instead").field_path(".spec"),
     cel
 )]
 #[serde(rename_all = "camelCase")]
@@ -429,9 +429,10 @@ pub enum PipelineSchedule {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpotSpec {
-    /// Run on spot nodes: pods tolerate and prefer the spot pool's taint and label
-    /// (the operator's `--spot-*` flags name them). A reclaimed node restarts the
-    /// job from its newest checkpoint.
+    /// Run on spot nodes: pods tolerate the spot pool's taint and require its
+    /// label (by default `karpenter.sh/capacity-type: spot`; the operator's
+    /// configuration names the label and taint of a cluster's spot pool). A
+    /// reclaimed node restarts the job from its newest checkpoint.
     #[serde(default)]
     pub enabled: bool,
 }

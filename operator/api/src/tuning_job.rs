@@ -27,7 +27,7 @@ use crate::training_job::TrainingJobSpec;
     printcolumn(name = "Completed", type_ = "integer", json_path = ".status.trainingJobCounts.completed"),
     printcolumn(name = "Best", type_ = "number", json_path = ".status.bestTrainingJob.objectiveValue"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new(crate::common::unchanged_rule("spec", &["strategy", "objective", "additionalMetrics", "parameterRanges", "earlyStopping", "completionCriteria", "trainingJobTemplate", "warmStart"])).message("a TuningJob can only change its limits: create a new TuningJob (warmStart can reuse this one's trials)"),
+    validation = Rule::new(crate::common::unchanged_rule("spec", &["strategy", "objective", "additionalMetrics", "parameterRanges", "earlyStopping", "completionCriteria", "trainingJobTemplate", "warmStart"])).message("a TuningJob can only change its limits: create a new TuningJob (warmStart can reuse this one's trials)").field_path(".spec"),
     cel
 )]
 #[serde(rename_all = "camelCase")]
@@ -286,7 +286,7 @@ pub struct EarlyStopping {
 impl Default for EarlyStopping {
     fn default() -> Self {
         Self {
-            type_: EarlyStoppingType::Off,
+            type_: EarlyStoppingType::None,
             min_trials: default_min_trials(),
         }
     }
@@ -301,9 +301,10 @@ fn default_min_trials() -> i32 {
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
 pub enum EarlyStoppingType {
-    /// Every trial runs to the end.
+    /// Every trial runs to the end (SageMaker `Off`; spelled `None` here
+    /// because YAML 1.1 reads a plain `Off` as the boolean false).
     #[default]
-    Off,
+    None,
     /// Stop a trial whose objective at a step is worse than the median of
     /// completed trials at the same step (SageMaker `Auto`, Katib median stopping).
     Median,

@@ -243,7 +243,11 @@ fn pipeline_rules() {
     let unknown: Pipeline = example("pipeline.yaml", |v| {
         v["spec"]["steps"][3]["dependsOn"] = json!(["nope"])
     });
-    refused(unknown.validate_cel(), "must name another step");
+    refused(unknown.validate_cel(), "must name a step of this pipeline");
+    let itself: Pipeline = example("pipeline.yaml", |v| {
+        v["spec"]["steps"][3]["dependsOn"] = json!(["deploy"])
+    });
+    refused(itself.validate_cel(), "cannot depend on itself");
     let two_kinds: Pipeline = example("pipeline.yaml", |v| {
         v["spec"]["steps"][4]["fail"] = json!({"message": "x"})
     });
