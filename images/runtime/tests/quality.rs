@@ -244,8 +244,8 @@ fn text_classifier_matches_bag_of_ngrams_logistic_regression() {
     let b = baseline("text");
     let out = job("text-classifier", "text", "train", "test")
         .hp("num_classes", 3)
-        .hp("epochs", 10)
-        .hp("learning_rate", 0.01)
+        .hp("epochs", 5)
+        .hp("learning_rate", 0.005)
         .run();
     at_least(
         out.assert_ok(),

@@ -66,7 +66,7 @@ const SPECS: &[Spec] = &[
             min: 1e-8,
             max: 10.0,
         },
-        "0.01",
+        "0.005",
         "step size",
     ),
     Spec::new(
@@ -75,7 +75,7 @@ const SPECS: &[Spec] = &[
             min: 1,
             max: 100_000,
         },
-        "10",
+        "5",
         "passes over the training data",
     ),
     Spec::new(
