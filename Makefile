@@ -27,3 +27,39 @@ crds: ## regenerate crds/*.yaml and the chart's copy from the Rust types
 
 test-crds: ## fail when crds/ differs from what the types generate
 	$(CARGO) run --locked -q -p kiln-api --bin crdgen -- --check crds charts/kiln/crds
+
+# ---- The local Kubernetes (e2e/, see README.md "The local cluster") ----
+.PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-logs cluster-images test-e2e demo
+
+tools: ## build every binary of the local cluster (cached by version in ~/.cache/kiln/bin)
+	e2e/tools/all.sh >/dev/null
+
+cluster-up: ## bring the local cluster up from e2e/cluster.yaml (reuses a running one)
+	e2e/cluster.sh up
+
+cluster-down: ## stop the local cluster (keeps its state, images and caches)
+	e2e/cluster.sh down
+
+cluster-delete: ## stop the local cluster and forget its state (PKI, etcd, node volumes)
+	e2e/cluster.sh delete
+
+cluster-kubeconfig: ## print the path of the local cluster's admin kubeconfig
+	@e2e/cluster.sh kubeconfig
+
+cluster-status: ## control-plane processes, node containers and Nodes
+	e2e/cluster.sh status
+
+cluster-logs: ## copy every log of the local cluster into .out/cluster-logs
+	e2e/cluster.sh export-logs .out/cluster-logs
+
+cluster-images: cluster-up ## build the e2e, PyTorch and Kiln images and load them into the nodes
+	e2e/images.sh build
+	e2e/images.sh build-torch
+	if [[ -x images/build.sh ]]; then images/build.sh all; fi
+	e2e/images.sh load
+
+test-e2e: cluster-images ## the e2e suite against the local cluster
+	$(CARGO) test --locked -p kiln-e2e -- --ignored --test-threads=4
+
+demo: cluster-images ## the local cluster with Kiln installed by Helm
+	e2e/demo.sh
