@@ -29,7 +29,7 @@ test-crds: ## fail when crds/ differs from what the types generate
 	$(CARGO) run --locked -q -p kiln-api --bin crdgen -- --check crds charts/kiln/crds
 
 # ---- The local Kubernetes (e2e/, see README.md "The local cluster") ----
-.PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-logs cluster-images test-e2e demo
+.PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-logs cluster-images test-e2e test-e2e-scale demo
 
 tools: ## build every binary of the local cluster (cached by version in ~/.cache/kiln/bin)
 	e2e/tools/all.sh >/dev/null
@@ -59,7 +59,11 @@ cluster-images: cluster-up ## build the e2e, PyTorch and Kiln images and load th
 	e2e/images.sh load
 
 test-e2e: cluster-images ## the e2e suite against the local cluster
-	$(CARGO) test --locked -p kiln-e2e -- --ignored --test-threads=4
+	$(CARGO) test --locked -p kiln-e2e --test cluster --test kiln -- --ignored --test-threads=4
+
+test-e2e-scale: ## scale tests on kwok's fake GPU nodes (switches kwok on)
+	KILN_KWOK=1 e2e/cluster.sh up
+	KILN_KWOK=1 $(CARGO) test --locked -p kiln-e2e --test scale -- --ignored
 
 demo: cluster-images ## the local cluster with Kiln installed by Helm
 	e2e/demo.sh

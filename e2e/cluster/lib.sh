@@ -80,10 +80,11 @@ pool_taints() {
 
 # Binaries: built once per version, paths set by tools/all.sh.
 load_tools() {
-  [[ -n "${KUBERNETES_BIN:-}" ]] && return 0
+  [[ -n "${KILN_TOOLS_LOADED:-}" ]] && return 0
   local out
   out=$("$E2E_DIR/tools/all.sh") || die "building the cluster's binaries failed"
   eval "$out"
+  KILN_TOOLS_LOADED=1
   export PATH="$KUBERNETES_BIN:$PATH"
 }
 
@@ -102,18 +103,51 @@ wait_for() {
   done
 }
 
-# pid_alive NAME: the control-plane process NAME runs.
-pid_alive() { [[ -f "$RUN_DIR/$1.pid" ]] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
+# pid_alive NAME: the process NAME started runs (its pid file names a live
+# process running the recorded program, not a reused pid).
+pid_alive() {
+  local pid
+  [[ -f "$RUN_DIR/$1.pid" && -f "$RUN_DIR/$1.cmd" ]] || return 1
+  pid=$(cat "$RUN_DIR/$1.pid")
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ "$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)" == "$(tr '\0' '\n' <"$RUN_DIR/$1.cmd" | head -n1)" ]]
+}
 
 # start_process NAME COMMAND...: starts COMMAND in the background, detached,
 # logging to $LOG_DIR/NAME.log, unless it already runs.
 start_process() {
   local name=$1; shift
-  pid_alive "$name" && return 0
+  local want
+  want=$(printf '%s\0' "$@" | tr '\0' ' ')
+  if pid_alive "$name"; then
+    [[ "$(tr '\0' ' ' <"/proc/$(cat "$RUN_DIR/$name.pid")/cmdline")" == "$want" ]] && return 0
+    log "restarting $name: its command line changed"
+    stop_process "$name"
+  fi
   mkdir -p "$LOG_DIR" "$RUN_DIR"
   log "starting $name (log: $LOG_DIR/$name.log)"
-  setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  [[ -f "$LOG_DIR/$name.log" ]] && mv -f "$LOG_DIR/$name.log" "$LOG_DIR/$name.log.1"
+  setsid nohup "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/$name.pid"
+  printf '%s\0' "$@" >"$RUN_DIR/$name.cmd"
+}
+
+# wait_process NAME SECONDS COMMAND...: waits until COMMAND succeeds; fails at
+# once, with the end of its log, when process NAME exits meanwhile.
+wait_process() {
+  local name=$1 timeout=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ! pid_alive "$name"; then
+      tail -n 30 "$LOG_DIR/$name.log" >&2
+      die "$name exited (log: $LOG_DIR/$name.log)"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "$LOG_DIR/$name.log" >&2
+      die "$name is not ready after ${timeout}s (log: $LOG_DIR/$name.log)"
+    fi
+    sleep 1
+  done
 }
 
 # stop_process NAME: SIGTERM, then SIGKILL after 20 s.
@@ -121,10 +155,10 @@ stop_process() {
   local name=$1 pid
   [[ -f "$RUN_DIR/$name.pid" ]] || return 0
   pid=$(cat "$RUN_DIR/$name.pid")
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_alive "$name"; then
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$RUN_DIR/$name.pid"
+  rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.cmd"
 }

@@ -18,8 +18,7 @@ action_control_plane() {
     --initial-cluster "$CLUSTER_NAME=http://127.0.0.1:$ETCD_PEER_PORT" \
     --listen-metrics-urls "" --quota-backend-bytes 2147483648 --snapshot-count 10000 \
     --log-level warn
-  wait_for "etcd" 60 curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health" \
-    || { tail -n 20 "$LOG_DIR/etcd.log" >&2; die "etcd did not become healthy"; }
+  wait_process etcd 60 curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
   start_process kube-apiserver "$KUBERNETES_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -37,8 +36,7 @@ action_control_plane() {
     --enable-admission-plugins NodeRestriction,ExtendedResourceToleration \
     --allow-privileged=true --profiling=false --event-ttl 2h \
     --v 1
-  wait_for "kube-apiserver" 120 apiserver_ready \
-    || { tail -n 30 "$LOG_DIR/kube-apiserver.log" >&2; die "kube-apiserver did not become ready"; }
+  wait_process kube-apiserver 180 apiserver_ready
 
   start_process kube-controller-manager "$KUBERNETES_BIN/kube-controller-manager" \
     --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
@@ -57,10 +55,8 @@ action_control_plane() {
     --authorization-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false \
     --v 1
-  wait_for "kube-controller-manager" 60 curl -fsSk https://127.0.0.1:10257/healthz \
-    || { tail -n 20 "$LOG_DIR/kube-controller-manager.log" >&2; die "kube-controller-manager is not healthy"; }
-  wait_for "kube-scheduler" 60 curl -fsSk https://127.0.0.1:10259/healthz \
-    || { tail -n 20 "$LOG_DIR/kube-scheduler.log" >&2; die "kube-scheduler is not healthy"; }
+  wait_process kube-controller-manager 90 curl -fsSk https://127.0.0.1:10257/healthz
+  wait_process kube-scheduler 90 curl -fsSk https://127.0.0.1:10259/healthz
 }
 
 stop_control_plane() {

@@ -6,7 +6,7 @@
 # AWS_ENDPOINT_URL, AWS_REGION, S3_BUCKET) in the config's namespaces.
 
 S3_DIR="$CLUSTER_DIR/s3"
-S3_MASTER_PORT=19333
+S3_MASTER_PORT=39333
 
 s3_credentials() {
   mkdir -p "$S3_DIR/data"
@@ -27,18 +27,17 @@ EOF
 s3_answers() { curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; }
 s3_bucket_exists() {
   curl -fsS --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
-    -o /dev/null -I "http://127.0.0.1:$S3_PORT/$S3_BUCKET/"
+    -o /dev/null -I "http://127.0.0.1:$S3_PORT/$S3_BUCKET/" 2>/dev/null
 }
 
 action_s3() {
   s3_credentials
   start_process seaweedfs "$WEED" server -dir "$S3_DIR/data" -ip 127.0.0.1 -ip.bind 0.0.0.0 \
     -master.port "$S3_MASTER_PORT" -master.volumeSizeLimitMB 256 \
-    -volume.port 18080 -volume.max 16 \
-    -filer -filer.port 18888 \
+    -volume.port 38080 -volume.max 16 \
+    -filer -filer.port 38888 \
     -s3 -s3.port "$S3_PORT" -s3.config "$S3_DIR/s3.json" -s3.port.iceberg 0 -s3.port.lance 0
-  wait_for "the S3 store" 90 s3_answers \
-    || { tail -n 30 "$LOG_DIR/seaweedfs.log" >&2; die "SeaweedFS's S3 gateway did not answer"; }
+  wait_process seaweedfs 120 s3_answers
   if ! s3_bucket_exists; then
     log "creating bucket $S3_BUCKET"
     local deadline=$((SECONDS + 60))
@@ -50,7 +49,7 @@ action_s3() {
   fi
   local ns
   for ns in $(yq -r '.s3.secretNamespaces[]' "$CONFIG"); do
-    k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
+    k get namespace "$ns" >/dev/null 2>&1 || k create namespace "$ns" >/dev/null
     k -n "$ns" create secret generic "$S3_SECRET" \
       --from-literal "AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY" \
       --from-literal "AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY" \
