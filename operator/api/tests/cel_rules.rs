@@ -1,0 +1,263 @@
+//! Each cross-field rule refuses what it should, with its message, evaluated
+//! by the same CEL rules the API server runs (client-side here; the e2e suite
+//! checks the API server itself).
+
+use kiln_api::{Endpoint, ModelPackage, Pipeline, TrainingJob, TuningJob};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+fn example<T: DeserializeOwned>(name: &str, edit: impl FnOnce(&mut Value)) -> T {
+    let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut value: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut value);
+    serde_json::from_value(value).unwrap()
+}
+
+/// Asserts the CEL errors mention `expected`.
+fn refused(result: Result<(), impl std::fmt::Display>, expected: &str) {
+    match result {
+        Ok(()) => panic!("accepted, but should be refused with {expected:?}"),
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(expected),
+                "refused with {text:?}, expected {expected:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn training_job_needs_exactly_one_of_builtin_and_image() {
+    let both: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["algorithm"]["image"] = json!("my/image:1")
+    });
+    refused(both.validate_cel(), "set exactly one of algorithm.name");
+    let neither: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["algorithm"] = json!({})
+    });
+    refused(neither.validate_cel(), "set exactly one of algorithm.name");
+    let args_on_builtin: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["algorithm"]["args"] = json!(["train"])
+    });
+    refused(
+        args_on_builtin.validate_cel(),
+        "apply to algorithm.image only",
+    );
+}
+
+#[test]
+fn spot_wait_must_cover_runtime() {
+    let short: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["stoppingCondition"]["maxWaitSeconds"] = json!(60)
+    });
+    refused(short.validate_cel(), "maxWaitSeconds must be at least");
+    let no_spot: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["spot"]["enabled"] = json!(false)
+    });
+    refused(no_spot.validate_cel(), "applies to spot training only");
+}
+
+#[test]
+fn model_parallel_partitions_divide_ranks() {
+    let job: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["algorithm"]["name"] = json!("mlp");
+        v["spec"]["distribution"] =
+            json!({"strategy": "ModelParallel", "modelParallel": {"partitions": 3}});
+    });
+    refused(job.validate_cel(), "partitions must divide");
+    let ok: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["algorithm"]["name"] = json!("mlp");
+        v["spec"]["distribution"] = json!({"strategy": "ModelParallel", "modelParallel": {"partitions": 2, "microBatches": 4}});
+    });
+    ok.validate_cel().unwrap();
+    let missing: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["distribution"] = json!({"strategy": "ModelParallel"})
+    });
+    refused(
+        missing.validate_cel(),
+        "set distribution.modelParallel exactly when",
+    );
+}
+
+#[test]
+fn builtin_on_many_replicas_needs_a_distribution() {
+    let job: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["distribution"] = json!({})
+    });
+    refused(job.validate_cel(), "needs distribution.strategy");
+}
+
+#[test]
+fn processes_per_gpu_replica_bounded_by_gpus() {
+    let job: TrainingJob = example("trainingjob-pytorch.yaml", |v| {
+        v["spec"]["resources"]["processesPerReplica"] = json!(8)
+    });
+    refused(job.validate_cel(), "cannot exceed compute.gpus");
+}
+
+#[test]
+fn training_job_spec_is_immutable_except_suspend() {
+    let old: TrainingJob = example("trainingjob-builtin.yaml", |_| {});
+    let changed: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["hyperparameters"]["epochs"] = json!("31")
+    });
+    refused(
+        changed.validate_cel_update(&old),
+        "cannot change after creation",
+    );
+    let added: TrainingJob = example("trainingjob-pytorch.yaml", |_| {});
+    let with_checkpoint: TrainingJob = example("trainingjob-pytorch.yaml", |v| {
+        v["spec"]["checkpoint"] = json!({"location": {"uri": "s3://ckpt/x/"}});
+    });
+    refused(
+        with_checkpoint.validate_cel_update(&added),
+        "cannot change after creation",
+    );
+    let suspended: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["suspend"] = json!(true)
+    });
+    suspended.validate_cel_update(&old).unwrap();
+    let without_env: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["ttlSecondsAfterFinished"] = json!(60)
+    });
+    without_env.validate_cel_update(&old).unwrap();
+}
+
+#[test]
+fn tuning_job_rules() {
+    let parallel: TuningJob = example("tuningjob.yaml", |v| {
+        v["spec"]["limits"]["maxParallelTrainingJobs"] = json!(31)
+    });
+    refused(
+        parallel.validate_cel(),
+        "cannot exceed limits.maxTrainingJobs",
+    );
+    let range: TuningJob = example("tuningjob.yaml", |v| {
+        v["spec"]["parameterRanges"]["integer"][0]["min"] = json!(300)
+    });
+    refused(range.validate_cel(), "min must be below max");
+    let log: TuningJob = example("tuningjob.yaml", |v| {
+        v["spec"]["parameterRanges"]["continuous"][0]["min"] = json!(0.0)
+    });
+    refused(log.validate_cel(), "Logarithmic scaling needs min > 0");
+    let clash: TuningJob = example("tuningjob.yaml", |v| {
+        v["spec"]["trainingJobTemplate"]["spec"]["hyperparameters"]["optimizer"] = json!("adam");
+    });
+    refused(clash.validate_cel(), "must not also be set");
+    let no_static: TuningJob = example("tuningjob.yaml", |v| {
+        v["spec"]["trainingJobTemplate"]["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("hyperparameters");
+    });
+    no_static.validate_cel().unwrap();
+    let hyperband: TuningJob = example("tuningjob.yaml", |v| {
+        v["spec"]["strategy"]["type"] = json!("Hyperband")
+    });
+    refused(hyperband.validate_cel(), "strategy.hyperband is required");
+    let grid: TuningJob = example("tuningjob.yaml", |v| {
+        v["spec"]["strategy"]["type"] = json!("Grid")
+    });
+    refused(
+        grid.validate_cel(),
+        "Grid search takes integer and categorical ranges only",
+    );
+    let old: TuningJob = example("tuningjob.yaml", |_| {});
+    let grown: TuningJob = example("tuningjob.yaml", |v| {
+        v["spec"]["limits"]["maxTrainingJobs"] = json!(60)
+    });
+    grown.validate_cel_update(&old).unwrap();
+    let new_objective: TuningJob = example("tuningjob.yaml", |v| {
+        v["spec"]["objective"]["type"] = json!("Minimize")
+    });
+    refused(
+        new_objective.validate_cel_update(&old),
+        "can only change its limits",
+    );
+}
+
+#[test]
+fn endpoint_rules() {
+    let no_traffic: Endpoint = example("endpoint.yaml", |v| {
+        v["spec"]["variants"][0]["initialWeight"] = json!(0);
+        v["spec"]["variants"][1]["initialWeight"] = json!(0);
+    });
+    refused(
+        no_traffic.validate_cel(),
+        "at least one variant needs initialWeight",
+    );
+    let two_sources: Endpoint = example("endpoint.yaml", |v| {
+        v["spec"]["variants"][1]["model"]["modelPackage"] = json!({"name": "x"})
+    });
+    refused(
+        two_sources.validate_cel(),
+        "set exactly one of model.modelPackage",
+    );
+    let async_without_config: Endpoint =
+        example("endpoint.yaml", |v| v["spec"]["mode"] = json!("Async"));
+    refused(
+        async_without_config.validate_cel(),
+        "set async exactly when mode is Async",
+    );
+    let scaling: Endpoint = example("endpoint.yaml", |v| {
+        v["spec"]["variants"][0]["autoscaling"]["minReplicas"] = json!(20)
+    });
+    refused(scaling.validate_cel(), "minReplicas cannot exceed");
+    let shadow_name: Endpoint = example("endpoint.yaml", |v| {
+        v["spec"]["shadowVariants"][0]["name"] = json!("champion")
+    });
+    refused(shadow_name.validate_cel(), "cannot share a name");
+    let canary: Endpoint = example("endpoint.yaml", |v| {
+        v["spec"]["deployment"] = json!({"strategy": "Canary"})
+    });
+    refused(canary.validate_cel(), "set deployment.canary exactly when");
+    let old: Endpoint = example("endpoint.yaml", |_| {});
+    let serverless: Endpoint =
+        example("endpoint.yaml", |v| v["spec"]["mode"] = json!("Serverless"));
+    refused(serverless.validate_cel_update(&old), "mode cannot change");
+}
+
+#[test]
+fn model_package_rules() {
+    let rejected: ModelPackage = example("modelpackage.yaml", |v| {
+        v["spec"]["approval"] = json!({"status": "Rejected"})
+    });
+    refused(rejected.validate_cel(), "say why in approval.description");
+    let old: ModelPackage = example("modelpackage.yaml", |_| {});
+    let regrouped: ModelPackage = example("modelpackage.yaml", |v| {
+        v["spec"]["groupName"] = json!("other")
+    });
+    refused(
+        regrouped.validate_cel_update(&old),
+        "register a new version instead",
+    );
+    let approval_change: ModelPackage = example("modelpackage.yaml", |v| {
+        v["spec"]["approval"] = json!({"status": "Rejected", "description": "drift"});
+    });
+    approval_change.validate_cel_update(&old).unwrap();
+}
+
+#[test]
+fn pipeline_rules() {
+    let unknown: Pipeline = example("pipeline.yaml", |v| {
+        v["spec"]["steps"][3]["dependsOn"] = json!(["nope"])
+    });
+    refused(unknown.validate_cel(), "must name a step of this pipeline");
+    let itself: Pipeline = example("pipeline.yaml", |v| {
+        v["spec"]["steps"][3]["dependsOn"] = json!(["deploy"])
+    });
+    refused(itself.validate_cel(), "cannot depend on itself");
+    let two_kinds: Pipeline = example("pipeline.yaml", |v| {
+        v["spec"]["steps"][4]["fail"] = json!({"message": "x"})
+    });
+    let mut two_kinds_value = serde_json::to_value(&two_kinds).unwrap();
+    two_kinds_value["spec"]["steps"][4]["registerModel"] =
+        json!({"groupName": "g", "modelFromStep": "train"});
+    let two_kinds: Pipeline = serde_json::from_value(two_kinds_value).unwrap();
+    refused(two_kinds.validate_cel(), "a step sets exactly one of");
+    let branch: Pipeline = example("pipeline.yaml", |v| {
+        v["spec"]["steps"][1]["condition"]["elseSteps"] = json!(["ghost"])
+    });
+    refused(branch.validate_cel(), "must name steps of this pipeline");
+}

@@ -1,0 +1,104 @@
+//! Every example manifest parses into its type without losing a field, and
+//! passes the CEL rules of its CRD.
+
+use kiln_api::{Endpoint, ModelPackage, Pipeline, TrainingJob, TuningJob};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+fn example(name: &str) -> String {
+    let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Lists the paths present in `written` but absent or different in `typed`:
+/// a field the types do not know would be dropped silently.
+fn lost_fields(written: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (written, typed) {
+        (Value::Object(w), Value::Object(t)) => {
+            for (k, v) in w {
+                match t.get(k) {
+                    Some(tv) => lost_fields(v, tv, &format!("{path}.{k}"), out),
+                    None => out.push(format!("{path}.{k}")),
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(t)) if w.len() == t.len() => {
+            for (i, (wv, tv)) in w.iter().zip(t).enumerate() {
+                lost_fields(wv, tv, &format!("{path}[{i}]"), out);
+            }
+        }
+        (Value::Number(w), Value::Number(t)) if w.as_f64() == t.as_f64() => {}
+        (w, t) if w == t => {}
+        _ => out.push(format!("{path} ({written} became {typed})")),
+    }
+}
+
+/// Parses the example, checks nothing is lost, checks a second round trip is
+/// stable, and returns the typed object.
+fn round_trip<T: DeserializeOwned + Serialize>(name: &str) -> T {
+    let text = example(name);
+    let written: Value = serde_yaml::from_str(&text).unwrap();
+    let typed: T = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let typed_value = serde_json::to_value(&typed).unwrap();
+    let mut lost = vec![];
+    lost_fields(&written, &typed_value, "", &mut lost);
+    assert!(
+        lost.is_empty(),
+        "{name}: fields lost in the round trip: {lost:?}"
+    );
+    let yaml = serde_yaml::to_string(&typed).unwrap();
+    let again: T = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(
+        typed_value,
+        serde_json::to_value(&again).unwrap(),
+        "{name}: second round trip differs"
+    );
+    typed
+}
+
+#[test]
+fn training_job_builtin() {
+    let job: TrainingJob = round_trip("trainingjob-builtin.yaml");
+    job.validate_cel().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.spec.world_size(), 2);
+    assert_eq!(
+        job.spec.checkpoint.as_ref().unwrap().local_path,
+        "/opt/ml/checkpoints"
+    );
+}
+
+#[test]
+fn training_job_pytorch() {
+    let job: TrainingJob = round_trip("trainingjob-pytorch.yaml");
+    job.validate_cel().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.spec.world_size(), 8);
+}
+
+#[test]
+fn tuning_job() {
+    let job: TuningJob = round_trip("tuningjob.yaml");
+    job.validate_cel().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn endpoint() {
+    let endpoint: Endpoint = round_trip("endpoint.yaml");
+    endpoint.validate_cel().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn model_package() {
+    let package: ModelPackage = round_trip("modelpackage.yaml");
+    package.validate_cel().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn pipeline() {
+    let pipeline: Pipeline = round_trip("pipeline.yaml");
+    pipeline.validate_cel().unwrap_or_else(|e| panic!("{e}"));
+    let order = kiln_api::validate::check_pipeline(&pipeline.spec).unwrap();
+    let pos = |s: &str| order.iter().position(|o| o == s).unwrap();
+    assert!(pos("train") < pos("good-enough"));
+    assert!(pos("good-enough") < pos("register"));
+    assert!(pos("register") < pos("deploy"));
+}
