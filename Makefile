@@ -9,7 +9,7 @@ HELM = $(shell e2e/tools/helm.sh)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-test: lint test-unit test-crds test-chart test-images ## every test: unit, CRD drift, chart, images
+test: lint test-unit test-crds test-chart test-images test-e2e ## every test: unit, CRD drift, chart, images, e2e on the local cluster
 	@echo "make test: all suites passed"
 
 test-unit: ## Rust unit and integration tests of the workspace
