@@ -24,19 +24,37 @@ done
 # The ordered actions of `up`: each is idempotent and leaves running parts alone.
 UP_ACTIONS=(pki docker_network control_plane node_image nodes pod_network addons s3 kwok ready)
 
+# heartbeat_since NODE TIME: NODE's kubelet reported Ready after TIME.
+heartbeat_since() {
+  k get node "$1" -o json | jq -e --arg since "$2" \
+    '.status.conditions[] | select(.type == "Ready" and .status == "True" and .lastHeartbeatTime >= $since)'
+}
+
+# dns_fresh TIME NODE...: every CoreDNS pod is Ready, and the ones on NODEs
+# (re)started at TIME have been started since.
+dns_fresh() {
+  local since=$1; shift
+  k -n kube-system get pods -l k8s-app=kube-dns -o json | jq -e --arg since "$since" \
+    --argjson restarted "$(printf '%s\n' "$@" | jq -R . | jq -s 'map(select(. != ""))')" '
+      (.items | length) > 0 and all(.items[];
+        ((.status.conditions // []) | any(.type == "Ready" and .status == "True"))
+        and ((.spec.nodeName as $n | $restarted | index($n)) == null
+             or (((.status.containerStatuses // [])[0].state.running.startedAt // "") >= $since)))'
+}
+
 action_ready() {
   local node
   for node in $(node_names); do
-    wait_for "node $node to be Ready" 180 \
-      k wait --for=condition=Ready "node/$node" --timeout=5s \
+    wait_for "node $node to be Ready" 180 heartbeat_since "$node" "$UP_STARTED" \
       || { docker exec "$node" tail -n 40 /var/log/kiln/kubelet.log >&2; die "node $node is not Ready"; }
   done
-  wait_for "CoreDNS" 180 k -n kube-system rollout status deployment/coredns --timeout=5s \
+  wait_for "CoreDNS" 180 dns_fresh "$UP_STARTED" "${RESTARTED_NODES[@]}" \
     || { k -n kube-system get pods -o wide >&2; die "CoreDNS is not available"; }
 }
 
 cmd_up() {
   local start=$SECONDS action t
+  UP_STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   load_tools
   for action in "${UP_ACTIONS[@]}"; do
     t=$SECONDS

@@ -17,6 +17,7 @@ source "$E2E_DIR/tools/common.sh"
 CONFIG=${KILN_CLUSTER_CONFIG:-$E2E_DIR/cluster.yaml}
 [[ -f "$CONFIG" ]] || die "cluster config $CONFIG not found"
 apt_ensure yq yq
+apt_ensure jq jq
 apt_ensure openssl openssl
 apt_ensure curl curl
 
@@ -138,7 +139,8 @@ wait_process() {
   local name=$1 timeout=$2; shift 2
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
-    if ! pid_alive "$name"; then
+    # kill -0, not pid_alive: a process just started may not have exec'd yet.
+    if ! kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null; then
       tail -n 30 "$LOG_DIR/$name.log" >&2
       die "$name exited (log: $LOG_DIR/$name.log)"
     fi

@@ -67,6 +67,10 @@ conntrack:
 EOF
 }
 
+# Nodes this run (re)started: their Node objects and pods may still show the
+# status of the container before, until their kubelet reports.
+RESTARTED_NODES=()
+
 node_running() { [[ "$(docker inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" == true ]]; }
 
 start_node() {
@@ -79,6 +83,7 @@ start_node() {
     docker rm -f "$node" >/dev/null
   fi
   node_configs "$node"
+  RESTARTED_NODES+=("$node")
   log "starting node $node (pool $pool, $ip, $gpus GPUs)"
   docker run -d --name "$node" --hostname "$node" \
     --network "$DOCKER_NETWORK" --ip "$ip" \
