@@ -33,7 +33,15 @@ EOF
 }
 
 action_kwok() {
-  kwok_enabled || return 0
+  if ! kwok_enabled; then
+    # Switched off: no fake nodes linger (they would turn NotReady).
+    if pid_alive kwok || [[ -n "$(k get nodes -l type=kwok -o name 2>/dev/null)" ]]; then
+      log "kwok is off: removing its fake nodes"
+      k delete nodes -l type=kwok --wait=false >/dev/null 2>&1 || true
+      stop_process kwok
+    fi
+    return 0
+  fi
   local stages config="$CLUSTER_DIR/kwok.yaml" count gpus i
   stages=$("$E2E_DIR/tools/kwok.sh" --stages)
   {
