@@ -63,7 +63,7 @@ test-e2e: cluster-images ## the e2e suite against the local cluster
 
 test-e2e-scale: ## scale tests on kwok's fake GPU nodes (switches kwok on)
 	KILN_KWOK=1 e2e/cluster.sh up
-	KILN_KWOK=1 $(CARGO) test --locked -p kiln-e2e --test scale -- --ignored
+	KILN_KWOK=1 $(CARGO) test --locked -p kiln-e2e --test scale -- --ignored --nocapture
 
 demo: cluster-images ## the local cluster with Kiln installed by Helm
 	e2e/demo.sh

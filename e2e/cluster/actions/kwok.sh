@@ -45,17 +45,19 @@ action_kwok() {
   local stages config="$CLUSTER_DIR/kwok.yaml" count gpus i
   stages=$("$E2E_DIR/tools/kwok.sh" --stages)
   {
-    printf 'apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n  cidr: 10.250.0.0/16\n  nodeLeaseDurationSeconds: 40\n'
     for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
       pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
       printf -- '---\n'
       cat "$stages/$f"
     done
   } >"$config"
+  # Fake pods get addresses no real pod has; nothing is ever sent to them.
   start_process kwok "$KWOK" --kubeconfig "$KUBECONFIG_PATH" --config "$config" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-    --server-address 127.0.0.1:10247
+    --cidr 10.250.0.0/16 --node-lease-duration-seconds 40 --server-address 127.0.0.1:10247
+  wait_process kwok 60 curl -fsS http://127.0.0.1:10247/healthz
   count=$(cfg .kwok.nodes); gpus=$(cfg .kwok.gpusPerNode)
+  [[ "$(k get nodes -l type=kwok -o name | wc -l)" == "$count" ]] && return 0
   log "applying $count kwok nodes with $gpus GPUs each"
   for ((i = 0; i < count; i++)); do
     kwok_fake_node "$CLUSTER_NAME-kwok-$i" "$gpus"
