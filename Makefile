@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 HELM = $(shell e2e/tools/helm.sh)
 
-.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds
+.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -27,6 +27,15 @@ crds: ## regenerate crds/*.yaml and the chart's copy from the Rust types
 
 test-crds: ## fail when crds/ differs from what the types generate
 	$(CARGO) run --locked -q -p kiln-api --bin crdgen -- --check crds charts/kiln/crds
+
+test-chart: ## helm lint, rendered-manifest checks and schema refusals of charts/kiln
+	charts/tests/run.sh
+
+images: ## build every defined container image (kiln/NAME:<version> and kiln/NAME:dev)
+	images/build.sh all
+
+test-images: ## build the operator image and check it runs locked down as non-root
+	images/operator/test.sh
 
 # ---- The local Kubernetes (e2e/, see README.md "The local cluster") ----
 .PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-logs cluster-images test-e2e test-e2e-scale demo

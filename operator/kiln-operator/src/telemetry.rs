@@ -1,5 +1,7 @@
 //! Logs, spans and metrics.
 
+use std::io::IsTerminal;
+
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -22,7 +24,11 @@ pub fn init_tracing(config: &Config) -> anyhow::Result<()> {
             )
             .try_init()?,
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init()?,
     }
     Ok(())

@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""Checks the manifests that `helm template` renders from the Kiln chart.
+
+Reads a multi-document YAML stream on stdin and checks what must hold for
+every install (the operator pod's security settings, probes, downward API,
+least-privilege RBAC, selectors that match) and what the chosen profile's
+values file sets. Prints one line per failed check and a closing count;
+exits 1 when any check failed.
+
+    helm template ... | check_manifests.py --profile default|full|single --namespace NS
+"""
+
+import argparse
+import sys
+
+import yaml
+
+# Every permission the operator's code uses today: (API group, resource, verb).
+# A rule in the chart outside this set is a least-privilege regression; widen
+# it together with the controller that needs the new permission.
+ALLOWED_RULES = {
+    ("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update", "patch")
+} | {
+    (group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")
+}
+
+NAMESPACED_KINDS = {
+    "Deployment", "ServiceAccount", "Role", "RoleBinding", "Service",
+    "ServiceMonitor", "PodDisruptionBudget",
+}
+
+
+class Checks:
+    """Collects results so that one run reports every failure, not the first."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failed = []
+
+    def that(self, condition, what):
+        if condition:
+            self.passed += 1
+        else:
+            self.failed.append(what)
+        return condition
+
+    def equal(self, actual, expected, what):
+        return self.that(actual == expected, f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def objects_of(docs, kind):
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(check, docs, kind):
+    found = objects_of(docs, kind)
+    check.equal(len(found), 1, f"number of {kind} objects")
+    return found[0] if found else {}
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def env_value(container, name):
+    return env_of(container).get(name, {}).get("value")
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def check_pod_security(check, pod):
+    """The settings the restricted Pod Security Standard and the design ask for."""
+    psc = pod.get("securityContext", {})
+    check.equal(psc.get("runAsNonRoot"), True, "pod securityContext.runAsNonRoot")
+    check.that(psc.get("runAsUser", 0) != 0, "pod securityContext.runAsUser is not root")
+    check.equal(psc.get("seccompProfile", {}).get("type"), "RuntimeDefault", "pod seccompProfile")
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        check.that(not pod.get(key), f"pod does not set {key}")
+    check.that(not pod.get("volumes"), "pod has no volumes (the operator reads and writes no files)")
+    for c in pod.get("containers", []):
+        name = c.get("name")
+        sc = c.get("securityContext", {})
+        check.equal(sc.get("runAsNonRoot"), True, f"container {name} runAsNonRoot")
+        check.equal(sc.get("runAsUser"), 65532, f"container {name} runAsUser")
+        check.equal(sc.get("readOnlyRootFilesystem"), True, f"container {name} readOnlyRootFilesystem")
+        check.equal(sc.get("allowPrivilegeEscalation"), False, f"container {name} allowPrivilegeEscalation")
+        check.that(not sc.get("privileged"), f"container {name} is not privileged")
+        check.equal(sc.get("capabilities", {}).get("drop"), ["ALL"], f"container {name} capabilities.drop")
+        check.that(not sc.get("capabilities", {}).get("add"), f"container {name} adds no capability")
+        check.equal(sc.get("seccompProfile", {}).get("type"), "RuntimeDefault", f"container {name} seccompProfile")
+        for side in ("requests", "limits"):
+            for res in ("cpu", "memory"):
+                check.that(res in c.get("resources", {}).get(side, {}), f"container {name} resources.{side}.{res}")
+
+
+def check_operator_container(check, pod, namespace):
+    containers = pod.get("containers", [])
+    check.equal(len(containers), 1, "number of containers in the operator pod")
+    if not containers:
+        return
+    c = containers[0]
+    env = env_of(c)
+    for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
+        ref = env.get(var, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        check.equal(ref, field, f"{var} from the downward API")
+    check.equal(env_value(c, "KILN_LEASE_NAMESPACE"), namespace, "lease namespace is the release namespace")
+    check.that(env_value(c, "KILN_LOG_FORMAT") in ("json", "text"), "KILN_LOG_FORMAT is json or text")
+
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    for var, port_name in (("KILN_METRICS_BIND_ADDRESS", "metrics"), ("KILN_HEALTH_BIND_ADDRESS", "health")):
+        bind = env_value(c, var) or ""
+        check.equal(bind.rsplit(":", 1)[-1], str(ports.get(port_name)), f"{var} port matches the {port_name} containerPort")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = c.get(probe, {}).get("httpGet", {})
+        check.equal(get.get("path"), path, f"{probe} path")
+        check.equal(get.get("port"), "health", f"{probe} port")
+
+
+def check_rbac(check, docs, sa_name, namespace):
+    roles = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")): d
+             for d in objects_of(docs, "Role") + objects_of(docs, "ClusterRole")}
+    for role in roles.values():
+        for rule in role.get("rules", []):
+            for field in ("apiGroups", "resources", "verbs"):
+                check.that("*" not in rule.get(field, []), f"{role['kind']} {role['metadata']['name']}: no '*' in {field}")
+            check.that(not rule.get("nonResourceURLs"), f"{role['kind']} {role['metadata']['name']}: no nonResourceURLs")
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    for verb in rule.get("verbs", []):
+                        check.that((group, resource, verb) in ALLOWED_RULES,
+                                   f"{role['kind']} {role['metadata']['name']} grants {verb} {resource}.{group or 'core'}, which the operator does not use")
+    for binding in objects_of(docs, "RoleBinding") + objects_of(docs, "ClusterRoleBinding"):
+        name = binding["metadata"]["name"]
+        ref = binding.get("roleRef", {})
+        ns = binding["metadata"].get("namespace") if ref.get("kind") == "Role" else None
+        check.that((ref.get("kind"), ref.get("name"), ns) in roles, f"{binding['kind']} {name} refers to a role the chart creates")
+        check.equal(binding.get("subjects"), [{"kind": "ServiceAccount", "name": sa_name, "namespace": namespace}],
+                    f"{binding['kind']} {name} subjects")
+
+
+def granted(docs, group, resource, verb):
+    """The roles (kind, namespace) that grant verb on resource."""
+    out = []
+    for role in objects_of(docs, "Role") + objects_of(docs, "ClusterRole"):
+        for rule in role.get("rules", []):
+            if group in rule.get("apiGroups", []) and resource in rule.get("resources", []) and verb in rule.get("verbs", []):
+                out.append((role["kind"], role["metadata"].get("namespace")))
+    return out
+
+
+def check_common(check, docs, namespace):
+    for d in docs:
+        meta = d.get("metadata", {})
+        what = f"{d.get('kind')} {meta.get('name')}"
+        check.equal(meta.get("labels", {}).get("app.kubernetes.io/managed-by"), "Helm", f"{what} managed-by label")
+        if d.get("kind") in NAMESPACED_KINDS:
+            check.that(bool(meta.get("namespace")), f"{what} has a namespace")
+
+    deploy = one(check, docs, "Deployment")
+    pod_template = deploy.get("spec", {}).get("template", {})
+    pod = pod_template.get("spec", {})
+    pod_labels = pod_template.get("metadata", {}).get("labels", {})
+    check.that(selects(deploy.get("spec", {}).get("selector", {}).get("matchLabels"), pod_labels),
+               "Deployment selector matches its pod labels")
+    check_pod_security(check, pod)
+    check_operator_container(check, pod, namespace)
+    check_rbac(check, docs, pod.get("serviceAccountName"), namespace)
+
+    for svc in objects_of(docs, "Service"):
+        check.that(selects(svc["spec"].get("selector"), pod_labels), f"Service {svc['metadata']['name']} selects the operator pods")
+        container_ports = {p["name"] for c in pod.get("containers", []) for p in c.get("ports", [])}
+        for p in svc["spec"].get("ports", []):
+            check.that(p.get("targetPort") in container_ports, f"Service port {p.get('name')} targets a named container port")
+    for pdb in objects_of(docs, "PodDisruptionBudget"):
+        check.that(selects(pdb["spec"].get("selector", {}).get("matchLabels"), pod_labels), "PodDisruptionBudget selects the operator pods")
+        check.that(("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"]), "PodDisruptionBudget sets exactly one of minAvailable, maxUnavailable")
+    for sm in objects_of(docs, "ServiceMonitor"):
+        services = objects_of(docs, "Service")
+        check.that(any(selects(sm["spec"]["selector"].get("matchLabels"), s["metadata"]["labels"]) for s in services),
+                   "ServiceMonitor selects the metrics Service")
+        check.equal(sm["spec"].get("namespaceSelector", {}).get("matchNames"), [namespace], "ServiceMonitor namespaceSelector")
+        service_ports = {p["name"] for s in services for p in s["spec"]["ports"]}
+        for ep in sm["spec"].get("endpoints", []):
+            check.that(ep.get("port") in service_ports, "ServiceMonitor endpoint port is a Service port")
+    return deploy, pod
+
+
+def check_default(check, docs, deploy, pod, namespace, app_version):
+    c = (pod.get("containers") or [{}])[0]
+    check.equal(deploy["spec"].get("replicas"), 2, "default replicas")
+    check.equal(c.get("image"), f"kiln/operator:{app_version}", "image tag defaults to appVersion")
+    check.equal(c.get("imagePullPolicy"), "IfNotPresent", "default pull policy")
+    check.equal(env_value(c, "KILN_LEADER_ELECT"), "true", "leader election on by default")
+    check.equal(env_value(c, "KILN_LOG_FORMAT"), "json", "default log format")
+    check.equal(env_value(c, "KILN_WATCH_NAMESPACE"), "", "all namespaces watched by default")
+    check.equal(granted(docs, "coordination.k8s.io", "leases", "create"), [("Role", namespace)], "lease permissions: a Role in the release namespace")
+    check.equal(sorted(granted(docs, "events.k8s.io", "events", "create")), [("ClusterRole", None), ("Role", namespace)],
+                "event permissions: a ClusterRole, and the Role of the Lease for its LeaderElection event")
+    check.that(not objects_of(docs, "ServiceMonitor"), "no ServiceMonitor by default")
+    check.that(not objects_of(docs, "PodDisruptionBudget"), "no PodDisruptionBudget by default")
+    check.equal(len(objects_of(docs, "Service")), 1, "one metrics Service")
+    check.that("priorityClassName" not in pod, "no priorityClassName by default")
+    spread = pod.get("topologySpreadConstraints", [])
+    check.equal([(s.get("topologyKey"), s.get("whenUnsatisfiable")) for s in spread],
+                [("kubernetes.io/hostname", "ScheduleAnyway")], "replicas spread over nodes as a soft preference")
+    check.that(not any(d.get("kind") == "ServiceAccount" and d["metadata"]["name"] != pod.get("serviceAccountName") for d in docs),
+               "the ServiceAccount created is the one the pod uses")
+
+
+def check_full(check, docs, deploy, pod, namespace):
+    c = (pod.get("containers") or [{}])[0]
+    check.equal(deploy["spec"].get("replicas"), 3, "replicas")
+    check.equal(deploy["metadata"]["name"], "kiln-full", "fullnameOverride")
+    check.equal(deploy["metadata"]["labels"].get("team"), "ml-platform", "commonLabels")
+    check.that(c.get("image", "").endswith("@sha256:" + "0123456789abcdef" * 4), "digest pins the image")
+    check.equal(c.get("imagePullPolicy"), "Always", "pull policy")
+    check.equal(pod.get("imagePullSecrets"), [{"name": "registry-credentials"}], "imagePullSecrets")
+    check.equal(pod.get("serviceAccountName"), "kiln-operator-sa", "serviceAccount.name")
+    check.equal(pod.get("priorityClassName"), "system-cluster-critical", "priorityClassName")
+    check.equal(pod.get("nodeSelector"), {"kubernetes.io/os": "linux"}, "nodeSelector")
+    check.equal(len(pod.get("tolerations", [])), 1, "tolerations")
+    check.that("nodeAffinity" in pod.get("affinity", {}), "affinity")
+    check.equal([s.get("topologyKey") for s in pod.get("topologySpreadConstraints", [])],
+                ["topology.kubernetes.io/zone"], "topologySpreadConstraints replace the default spread")
+    check.equal(pod.get("terminationGracePeriodSeconds"), 45, "terminationGracePeriodSeconds")
+    check.equal(deploy["spec"].get("revisionHistoryLimit"), 3, "revisionHistoryLimit")
+    check.equal(deploy["spec"]["template"]["metadata"].get("annotations"), {"example.test/owner": "ml-platform"}, "podAnnotations")
+    check.equal(deploy["spec"]["template"]["metadata"]["labels"].get("tier"), "control", "podLabels")
+    check.equal(c.get("args"), ["--log-level=debug"], "extraArgs")
+    check.equal(env_value(c, "RUST_BACKTRACE"), "1", "extraEnv")
+    check.equal(env_value(c, "KILN_LOG_FORMAT"), "text", "logFormat")
+    check.equal(env_value(c, "KILN_LOG_LEVEL"), "info,kiln_operator=debug", "logLevel")
+    check.equal(env_value(c, "KILN_WATCH_NAMESPACE"), "ml-jobs", "watchNamespace")
+    check.equal(env_value(c, "KILN_LEASE_NAME"), "kiln-full-leader", "leaseName")
+    check.equal(env_value(c, "KILN_METRICS_BIND_ADDRESS"), "0.0.0.0:9090", "metrics.port")
+    check.equal(env_value(c, "KILN_HEALTH_BIND_ADDRESS"), "0.0.0.0:9091", "health.port")
+    check.equal(c.get("livenessProbe", {}).get("failureThreshold"), 5, "livenessProbe settings")
+    check.equal(c.get("readinessProbe", {}).get("periodSeconds"), 3, "readinessProbe settings")
+    check.equal(c.get("resources", {}).get("limits", {}).get("memory"), "1Gi", "resources")
+    # watchNamespace set: events through a Role there, and nothing cluster-wide.
+    check.that(not objects_of(docs, "ClusterRole") and not objects_of(docs, "ClusterRoleBinding"),
+               "no cluster-wide role when watchNamespace is set")
+    check.equal(sorted(granted(docs, "", "events", "create")), [("Role", "ml-jobs")], "event permissions: a Role in the watched namespace")
+    check.equal(sorted(granted(docs, "events.k8s.io", "events", "create")), [("Role", namespace), ("Role", "ml-jobs")],
+                "events.k8s.io events: in the watched namespace, and in the release namespace for the Lease's event")
+    lease_roles = [r for r in objects_of(docs, "Role") if any("leases" in rule.get("resources", []) for rule in r.get("rules", []))]
+    check.equal([n for r in lease_roles for rule in r["rules"] for n in rule.get("resourceNames", [])], ["kiln-full-leader"],
+                "lease permissions limited to the lease by name")
+    sa = one(check, docs, "ServiceAccount")
+    check.equal(sa.get("metadata", {}).get("annotations"), {"iam.example.test/role": "kiln"}, "serviceAccount.annotations")
+    svc = one(check, docs, "Service")
+    check.equal(svc.get("spec", {}).get("ports", [{}])[0].get("port"), 9443, "metrics.service.port")
+    check.equal(svc.get("metadata", {}).get("annotations"), {"prometheus.io/scrape": "true"}, "metrics.service.annotations")
+    sm = one(check, docs, "ServiceMonitor")
+    check.equal(sm.get("metadata", {}).get("namespace"), "monitoring", "ServiceMonitor namespace")
+    check.equal(sm.get("metadata", {}).get("labels", {}).get("release"), "prometheus", "ServiceMonitor labels")
+    ep = (sm.get("spec", {}).get("endpoints") or [{}])[0]
+    check.equal((ep.get("interval"), ep.get("scrapeTimeout")), ("15s", "5s"), "ServiceMonitor interval and timeout")
+    check.that(ep.get("relabelings") and ep.get("metricRelabelings"), "ServiceMonitor relabelings")
+    pdb = one(check, docs, "PodDisruptionBudget")
+    check.equal(pdb.get("spec", {}).get("maxUnavailable"), 1, "PodDisruptionBudget maxUnavailable")
+
+
+def check_single(check, docs, deploy, pod):
+    c = (pod.get("containers") or [{}])[0]
+    check.equal(deploy["spec"].get("replicas"), 1, "replicas")
+    check.equal(env_value(c, "KILN_LEADER_ELECT"), "false", "leader election off")
+    for kind in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Service"):
+        check.that(not objects_of(docs, kind), f"no {kind}")
+    check.equal(pod.get("serviceAccountName"), "existing-sa", "existing ServiceAccount used")
+    check.that("topologySpreadConstraints" not in pod, "no spread for one replica")
+    pdb = one(check, docs, "PodDisruptionBudget")
+    check.equal(pdb.get("spec", {}).get("minAvailable"), "50%", "PodDisruptionBudget percentage")
+
+
+KILN_KINDS = {"TrainingJob", "TuningJob", "Endpoint", "Pipeline", "ModelPackage"}
+
+
+JSON_TYPES = {"string": str, "boolean": bool, "object": dict, "array": list}
+
+
+def typed_values(schema, path=""):
+    """Yields (path, type, value) for every enum value and default in a schema.
+
+    The API server reads YAML 1.1, where a plain Off, On, Yes or No is a
+    boolean; PyYAML reads it the same way, so a string enum value or default
+    written unquoted shows up here as a bool of the wrong type."""
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type")
+    for value in schema.get("enum", []):
+        yield f"{path}.enum", kind, value
+    if "default" in schema:
+        yield f"{path}.default", kind, schema["default"]
+    for name, sub in schema.get("properties", {}).items():
+        yield from typed_values(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        yield from typed_values(schema.get(key), f"{path}[{key}]")
+
+
+def check_crds(check, docs):
+    """The chart ships the CRD of every Kiln kind (rendered with --include-crds)."""
+    crds = objects_of(docs, "CustomResourceDefinition")
+    check.equal({c["spec"]["names"]["kind"] for c in crds}, KILN_KINDS, "the chart's CRDs are the Kiln kinds")
+    for crd in crds:
+        spec, name = crd["spec"], crd["metadata"]["name"]
+        check.equal(crd.get("apiVersion"), "apiextensions.k8s.io/v1", f"CRD {name} apiVersion")
+        check.equal(spec.get("group"), "kiln.dev", f"CRD {name} group")
+        check.equal(spec.get("scope"), "Namespaced", f"CRD {name} scope")
+        check.that("kiln" in spec["names"].get("categories", []), f"CRD {name} is in the kiln category")
+        versions = {v["name"]: v for v in spec.get("versions", [])}
+        check.that("v1alpha1" in versions, f"CRD {name} serves v1alpha1")
+        v = versions.get("v1alpha1", {})
+        check.that(v.get("served") and v.get("storage"), f"CRD {name} v1alpha1 is served and stored")
+        check.that("status" in v.get("subresources", {}), f"CRD {name} has the status subresource")
+        schema = v.get("schema", {}).get("openAPIV3Schema", {})
+        mistyped = [(p, t, val) for p, t, val in typed_values(schema)
+                    if t in JSON_TYPES and val is not None and not isinstance(val, JSON_TYPES[t])]
+        check.that(not mistyped, f"CRD {name}: enum values and defaults match their type as the API server "
+                   f"reads them (quote YAML 1.1 booleans such as Off): {mistyped[:3]}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=("default", "full", "single"), required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--app-version", default="0.1.0")
+    parser.add_argument("--crds", action="store_true", help="the input holds the CRDs too (--include-crds)")
+    args = parser.parse_args()
+
+    docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+    check = Checks()
+    if args.crds:
+        check_crds(check, docs)
+        docs = [d for d in docs if d.get("kind") != "CustomResourceDefinition"]
+    deploy, pod = check_common(check, docs, args.namespace)
+    if args.profile == "default":
+        check_default(check, docs, deploy, pod, args.namespace, args.app_version)
+    elif args.profile == "full":
+        check_full(check, docs, deploy, pod, args.namespace)
+    else:
+        check_single(check, docs, deploy, pod)
+
+    for failure in check.failed:
+        print(f"  FAIL {args.profile}: {failure}")
+    print(f"  {args.profile}: {check.passed} checks passed, {len(check.failed)} failed")
+    return 1 if check.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Tests of the Kiln chart, without a cluster (`make test-chart`):
+#   1. `helm lint --strict` with the default values and each values file in values/;
+#   2. `helm template` of each profile, checked by check_manifests.py (security
+#      settings, probes, least-privilege RBAC, selectors, every option's effect);
+#   3. bad values and bad combinations, each of which must be refused with a
+#      message naming the value: a case that renders counts as a failure.
+# Prints one line per case and a closing count; exits 1 when any case failed.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+source e2e/tools/common.sh
+
+CHART=charts/kiln
+TESTS=charts/tests
+NAMESPACE=kiln-system
+# helm template pretends to talk to an old Kubernetes unless told otherwise;
+# the chart's kubeVersion (>=1.30) refuses that.
+KUBE_VERSION=1.36.0
+HELM=$(e2e/tools/helm.sh)
+# PyYAML reads the rendered manifests; Debian's python3-yaml has no command of
+# its own for apt_ensure to look for, hence the name of one that never exists.
+python3 -c 'import yaml' 2>/dev/null || apt_ensure kiln-no-such-command python3-yaml
+APP_VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$CHART/Chart.yaml")
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); printf 'ok    %s\n' "$1"; }
+not_ok() {
+  failed=$((failed + 1)); printf 'FAIL  %s\n' "$1"
+  [[ -s "$WORK/out" ]] && sed 's/^/      /' "$WORK/out" | head -n 40
+  return 0
+}
+
+render() { # render VALUES-ARGS... > manifests
+  "$HELM" template kiln "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" "$@"
+}
+
+# --- 1. lint -----------------------------------------------------------------
+for values in "" "$TESTS"/values/*.yaml; do
+  name="helm lint --strict${values:+ -f $values}"
+  if "$HELM" lint --strict "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" \
+      ${values:+-f "$values"} >"$WORK/out" 2>&1; then ok "$name"; else not_ok "$name"; fi
+done
+
+# --- 2. rendered manifests ---------------------------------------------------
+for profile in default full single; do
+  # The default install is rendered with the CRDs, as `helm install` applies them.
+  args=(--include-crds) check_args=(--crds)
+  [[ $profile == default ]] || { args=(-f "$TESTS/values/$profile.yaml"); check_args=(); }
+  name="helm template ($profile values) passes check_manifests.py"
+  if render "${args[@]}" >"$WORK/$profile.yaml" 2>"$WORK/out" \
+      && python3 "$TESTS/check_manifests.py" --profile "$profile" --namespace "$NAMESPACE" \
+           --app-version "$APP_VERSION" "${check_args[@]}" <"$WORK/$profile.yaml" >"$WORK/out" 2>&1; then
+    ok "$name"; tail -n 1 "$WORK/out"
+  else
+    not_ok "$name"
+  fi
+done
+
+# The default image tag (appVersion) is the one images/build.sh gives the
+# operator image: the workspace version.
+name="appVersion ($APP_VERSION) is the workspace version"
+WORKSPACE_VERSION=$(awk '/^\[/ { p = ($0 == "[workspace.package]") } p && $1 == "version" { gsub(/"/, "", $3); print $3; exit }' Cargo.toml)
+if [[ "$APP_VERSION" == "$WORKSPACE_VERSION" ]]; then ok "$name"; else echo "Cargo.toml: $WORKSPACE_VERSION" >"$WORK/out"; not_ok "$name"; fi
+
+# The chart installs on the Kubernetes versions it claims and no older one.
+name="kubeVersion: Kubernetes 1.29 is refused"
+if "$HELM" template kiln "$CHART" --kube-version 1.29.0 >/dev/null 2>"$WORK/out" ; then
+  not_ok "$name (it rendered)"
+elif grep -q 'kubeVersion' "$WORK/out"; then ok "$name"; else not_ok "$name (other error)"; fi
+
+# The checker itself must notice a weakened pod: each case renders, and
+# check_manifests.py has to fail on it.
+caught() {
+  local name="check_manifests.py catches: $*"
+  if ! render "$@" >"$WORK/weak.yaml" 2>"$WORK/out"; then
+    not_ok "$name: it did not render"
+  elif python3 "$TESTS/check_manifests.py" --profile default --namespace "$NAMESPACE" \
+      --app-version "$APP_VERSION" <"$WORK/weak.yaml" >"$WORK/out" 2>&1; then
+    not_ok "$name: it passed"
+  else
+    ok "$name"
+  fi
+}
+caught --set securityContext.readOnlyRootFilesystem=false
+caught --set securityContext.allowPrivilegeEscalation=true
+caught --set podSecurityContext.runAsUser=0
+caught --set 'securityContext.capabilities.drop=null'
+caught --set resources.limits=null
+
+# --- 3. values that must be refused ------------------------------------------
+# Each case: the --set arguments, then a text the error must contain (the path
+# of the bad value, or the template's own message).
+refused() {
+  local expect=$1; shift
+  local name="refused: $* (message mentions '$expect')"
+  if render "$@" >/dev/null 2>"$WORK/out"; then
+    not_ok "$name: it rendered"
+  elif grep -qF -- "$expect" "$WORK/out"; then
+    ok "$name"
+  else
+    not_ok "$name: wrong message"
+  fi
+}
+refused "/replicaCount"                      --set replicaCount=-1
+refused "/replicaCount"                      --set replicaCount=two
+refused "/operator/logFormat"                --set operator.logFormat=xml
+refused "/operator/logLevel"                 --set-string operator.logLevel=
+refused "/operator/watchNamespace"           --set operator.watchNamespace=Not_A_Namespace
+refused "/operator/leaderElection/leaseName" --set operator.leaderElection.leaseName=Bad_Name
+refused "/image/pullPolicy"                  --set image.pullPolicy=Sometimes
+refused "/image/digest"                      --set image.digest=sha256:abc
+refused "/image/tag"                         --set "image.tag=bad tag"
+refused "/metrics/port"                      --set metrics.port=70000
+refused "/health/port"                       --set health.port=0
+refused "/metrics/service/type"              --set metrics.service.type=ExternalName
+refused "/metrics/serviceMonitor/interval"   --set metrics.serviceMonitor.interval=soon
+refused "/podDisruptionBudget/minAvailable"  --set podDisruptionBudget.minAvailable=lots
+refused "/livenessProbe/periodSeconds"       --set livenessProbe.periodSeconds=0
+refused "/resources/limits/memory"           --set resources.limits.memory=lots
+refused "/topologySpread/maxSkew"            --set topologySpread.maxSkew=0
+refused "/terminationGracePeriodSeconds"     --set terminationGracePeriodSeconds=-5
+refused "additional properties 'replicas'"   --set replicas=2
+refused "additional properties 'logFormat'"  --set logFormat=json
+refused "additional properties 'lease'"     --set operator.leaderElection.lease=x
+refused "operator.leaderElection.enabled is false" \
+  --set replicaCount=2 --set operator.leaderElection.enabled=false
+refused "serviceAccount.name must name an existing ServiceAccount" \
+  --set serviceAccount.create=false
+refused "metrics.serviceMonitor.enabled needs metrics.service.enabled" \
+  --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
+refused "they must differ"                   --set health.port=8080
+refused "set either minAvailable or maxUnavailable" \
+  --set podDisruptionBudget.enabled=true --set podDisruptionBudget.maxUnavailable=1
+refused "needs minAvailable or maxUnavailable" \
+  --set podDisruptionBudget.enabled=true --set podDisruptionBudget.minAvailable=null
+
+printf 'test-chart: %d passed, %d failed\n' "$passed" "$failed"
+[[ $failed -eq 0 ]]
