@@ -9,7 +9,7 @@ HELM = $(shell e2e/tools/helm.sh)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-test: lint test-unit test-crds test-chart test-images ## every test: unit, CRD drift, chart, images
+test: lint test-unit test-crds test-chart test-images test-e2e ## every test: unit, CRD drift, chart, images, e2e on the local cluster
 	@echo "make test: all suites passed"
 
 # kiln-runtime links libtorch: whatever compiles the whole workspace gets the
@@ -46,3 +46,43 @@ bench-train: ## kiln-runtime train vs scikit-learn: times, ratios and the k-mean
 	eval "$$(images/runtime/torch-env.sh --with-sklearn)" && \
 	  $(CARGO) build --release --locked -p kiln-runtime && \
 	  python images/runtime/bench/bench_train.py "$$(realpath "$${CARGO_TARGET_DIR:-target}")/release/kiln-runtime" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-train"
+
+# ---- The local Kubernetes (e2e/, see README.md "The local cluster") ----
+.PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-logs cluster-images test-e2e test-e2e-scale demo
+
+tools: ## build every binary of the local cluster (cached by version in ~/.cache/kiln/bin)
+	e2e/tools/all.sh >/dev/null
+
+cluster-up: ## bring the local cluster up from e2e/cluster.yaml (reuses a running one)
+	e2e/cluster.sh up
+
+cluster-down: ## stop the local cluster (keeps its state, images and caches)
+	e2e/cluster.sh down
+
+cluster-delete: ## stop the local cluster and forget its state (PKI, etcd, node volumes)
+	e2e/cluster.sh delete
+
+cluster-kubeconfig: ## print the path of the local cluster's admin kubeconfig
+	@e2e/cluster.sh kubeconfig
+
+cluster-status: ## control-plane processes, node containers and Nodes
+	e2e/cluster.sh status
+
+cluster-logs: ## copy every log of the local cluster into .out/cluster-logs
+	e2e/cluster.sh export-logs .out/cluster-logs
+
+cluster-images: cluster-up ## build the e2e, PyTorch and Kiln images and load them into the nodes
+	e2e/images.sh build
+	e2e/images.sh build-torch
+	if [[ -x images/build.sh ]]; then images/build.sh all; fi
+	e2e/images.sh load
+
+test-e2e: cluster-images ## the e2e suite against the local cluster
+	$(CARGO) test --locked -p kiln-e2e --test cluster --test kiln -- --ignored --test-threads=4
+
+test-e2e-scale: ## scale tests on kwok's fake GPU nodes (switches kwok on)
+	KILN_KWOK=1 e2e/cluster.sh up
+	KILN_KWOK=1 $(CARGO) test --locked -p kiln-e2e --test scale -- --ignored --nocapture
+
+demo: cluster-images ## the local cluster with Kiln installed by Helm
+	e2e/demo.sh

@@ -27,6 +27,24 @@ go_install() {
   printf '%s\n' "$dir/$name"
 }
 
+# go_install_set NAME VERSION LDFLAGS PACKAGE@VERSION...
+# Builds several commands of one module into $KILN_CACHE/bin/NAME-VERSION/ once
+# (all or none) and prints that folder.
+go_install_set() {
+  local name=$1 version=$2 ldflags=$3; shift 3
+  local dir="$KILN_CACHE/bin/$name-$version"
+  if [[ ! -f "$dir/.complete" ]]; then
+    command -v go >/dev/null || die "go is not installed"
+    log "building $name $version (cached in $dir)"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    CGO_ENABLED=0 GOBIN="$dir.tmp" go install -ldflags "-s -w $ldflags" "$@" >&2 \
+      || die "go install $* failed"
+    touch "$dir.tmp/.complete"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  printf '%s\n' "$dir"
+}
+
 # apt_ensure CMD PACKAGE...: installs Debian packages when CMD is missing.
 apt_ensure() {
   local cmd=$1; shift

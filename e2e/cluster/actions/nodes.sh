@@ -1,0 +1,167 @@
+# shellcheck shell=bash disable=SC2034,SC2054
+# Action nodes: one Docker container per node of the config's pools, each a
+# real kubelet with containerd. A node that runs the current node image is
+# kept; a stopped one, or one of an older image, is replaced (its /var volume,
+# and so its loaded images, stays). Nodes not in the config are removed.
+
+# The flags a node container needs here: no --privileged (the host lacks
+# CAP_SYS_RESOURCE, which --privileged asks for), everything else it gives.
+NODE_RUN_FLAGS=(
+  --cap-add=ALL --cap-drop=SYS_RESOURCE
+  --security-opt seccomp=unconfined --security-opt apparmor=unconfined
+  --security-opt systempaths=unconfined
+  --device /dev/kmsg --device /dev/fuse
+  -v /sys/fs/cgroup:/sys/fs/cgroup:rw
+  --tmpfs /run:exec,mode=755 --tmpfs /tmp:exec,mode=1777
+  --restart=no
+)
+
+node_configs() {
+  local node=$1 dir="$CLUSTER_DIR/nodes/$1"
+  node_pki "$node"
+  cat >"$dir/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# The host is cgroup v1: kubelet 1.36 refuses it unless told otherwise.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+# Nodes share the host's cgroup hierarchies: each kubelet has its own root.
+cgroupRoot: /kiln-$node
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: /etc/kubernetes/pki/ca.crt}
+authorization: {mode: Webhook}
+clusterDomain: $CLUSTER_DOMAIN
+clusterDNS: [$DNS_IP]
+# Pods get no host resolver: nothing outside the cluster is to be reached.
+resolvConf: ""
+failSwapOn: false
+protectKernelDefaults: false
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: "0%"
+  imagefs.available: "0%"
+  nodefs.inodesFree: "0%"
+  imagefs.inodesFree: "0%"
+localStorageCapacityIsolation: false
+nodeStatusReportFrequency: 10s
+EOF
+  cat >"$dir/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clusterCIDR: $POD_SUBNET
+hostnameOverride: $node
+clientConnection:
+  kubeconfig: /etc/kubernetes/kube-proxy.kubeconfig
+# kube-proxy cannot write the conntrack sysctls here: leave them alone.
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+EOF
+}
+
+# Nodes this run (re)started: their Node objects and pods may still show the
+# status of the container before, until their kubelet reports.
+RESTARTED_NODES=()
+
+node_running() { [[ "$(docker inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" == true ]]; }
+
+start_node() {
+  local node=$1 pool=$2 ip=$3 gpus=$4
+  local image
+  image=$(docker inspect -f '{{.Config.Image}}' "$node" 2>/dev/null || true)
+  if node_running "$node" && [[ "$image" == "$NODE_IMAGE" ]]; then return 0; fi
+  if [[ -n "$image" ]]; then
+    log "replacing node container $node"
+    docker rm -f "$node" >/dev/null
+  fi
+  node_configs "$node"
+  RESTARTED_NODES+=("$node")
+  log "starting node $node (pool $pool, $ip, $gpus GPUs)"
+  docker run -d --name "$node" --hostname "$node" \
+    --network "$DOCKER_NETWORK" --ip "$ip" \
+    "${NODE_RUN_FLAGS[@]}" \
+    -v "$node-var:/var" \
+    -v "$CLUSTER_DIR/nodes/$node:/etc/kubernetes:ro" \
+    --label "kiln.dev/cluster=$CLUSTER_NAME" --label "kiln.dev/pool=$pool" \
+    -e "KILN_NODE_NAME=$node" -e "KILN_NODE_IP=$ip" -e "KILN_NODE_GPUS=$gpus" \
+    -e "KILN_POD_SUBNET=$POD_SUBNET" \
+    -e "KILN_NODE_LABELS=$(pool_labels "$pool")" -e "KILN_NODE_TAINTS=$(pool_taints "$pool")" \
+    "$NODE_IMAGE" >/dev/null || die "starting node $node failed"
+  wait_for "containerd in $node" 60 docker exec "$node" test -S /run/containerd/containerd.sock \
+    || { docker logs "$node" 2>&1 | tail -n 20 >&2; die "containerd did not start in $node"; }
+}
+
+cluster_containers() { docker ps -a --filter "label=kiln.dev/cluster=$CLUSTER_NAME" --format '{{.Names}}'; }
+
+action_nodes() {
+  docker_up
+  local node pool idx ip gpus wanted
+  wanted=$(node_names)
+  for node in $(cluster_containers); do
+    grep -qx "$node" <<<"$wanted" || remove_node "$node"
+  done
+  while read -r node pool idx ip gpus; do
+    start_node "$node" "$pool" "$ip" "$gpus"
+  done < <(nodes)
+  for node in $(node_names); do
+    load_image "$PAUSE_IMAGE" "$node"
+    load_image "$COREDNS_IMAGE" "$node"
+  done
+  for node in $(node_names); do
+    wait_for "node $node to register" 120 k get node "$node" \
+      || { docker exec "$node" tail -n 30 /var/log/kiln/kubelet.log >&2; die "node $node did not register"; }
+  done
+}
+
+# remove_node NODE: the node's container, its Node object, its /var volume
+# and its cgroups. Its pods end: what a spot reclaim does.
+remove_node() {
+  local node=$1
+  log "removing node $node"
+  docker rm -f "$node" >/dev/null 2>&1 || true
+  k delete node "$node" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  docker volume rm "$node-var" >/dev/null 2>&1 || true
+  remove_cgroups "$node"
+}
+
+remove_cgroups() {
+  local h
+  for h in /sys/fs/cgroup/*/; do
+    [[ -d "$h/kiln-$1" ]] || continue
+    find "$h/kiln-$1" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+}
+
+# load_image IMAGE NODE...: imports IMAGE from the Docker engine into each
+# node's containerd (namespace k8s.io), unless that node has it already.
+load_image() {
+  local image=$1; shift
+  local id marker archive="" node out
+  id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) || die "image $image is not built"
+  marker="/var/lib/kiln/images/$(tr '/:' '__' <<<"$image")"
+  for node in "$@"; do
+    if [[ "$(docker exec "$node" cat "$marker" 2>/dev/null)" == "$id" ]]; then continue; fi
+    if [[ -z "$archive" ]]; then
+      archive=$(mktemp /tmp/kiln-image.XXXXXX.tar)
+      docker save "$image" -o "$archive" || { rm -f "$archive"; die "docker save $image failed"; }
+    fi
+    log "loading $image into $node"
+    # ctr warns on every call that cgroup v1 is deprecated: keep its output
+    # for when the import fails.
+    if ! out=$(docker exec -i "$node" ctr -n k8s.io images import - <"$archive" 2>&1); then
+      rm -f "$archive"
+      printf '%s\n' "$out" >&2
+      die "loading $image into $node failed"
+    fi
+    docker exec "$node" sh -c "mkdir -p /var/lib/kiln/images && echo '$id' >'$marker'"
+  done
+  [[ -z "$archive" ]] || rm -f "$archive"
+}

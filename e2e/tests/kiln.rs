@@ -1,0 +1,273 @@
+//! End-to-end tests of Kiln on the local cluster: its CRDs and their CEL
+//! rules, the Helm chart and the operator image, and a bring-your-own-container
+//! PyTorch DDP job's building blocks.
+//!
+//! Ignored by default (they need the cluster): `make test-e2e` runs them.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kiln_e2e::namespace::pod_node;
+use kiln_e2e::{TestNamespace, run, wait_until};
+use kube::api::{Api, ListParams};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const PYTORCH: &str = "kiln/pytorch:2.11.0";
+
+/// Applies every CRD of crds/ and waits until the API server serves them.
+async fn apply_kiln_crds(ns: &TestNamespace) -> Result<Vec<String>> {
+    let dir = ns.cluster.repo.join("crds");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    ensure!(
+        !files.is_empty(),
+        "no CRDs in {}: run `make crds`",
+        dir.display()
+    );
+    let mut names = Vec::new();
+    for file in &files {
+        let yaml = std::fs::read_to_string(file)?;
+        for obj in ns
+            .apply(&yaml)
+            .await
+            .with_context(|| format!("applying {}", file.display()))?
+        {
+            names.push(obj.metadata.name.unwrap_or_default());
+        }
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
+    for name in &names {
+        wait_until(&format!("CRD {name} to be Established"), MINUTE, || async {
+            let crd = crds.get(name).await?;
+            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            Ok(established.then_some(()))
+        })
+        .await?;
+    }
+    Ok(names)
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: make test-e2e"]
+async fn kiln_crds_apply_and_cel_rules_refuse_bad_objects() {
+    run("crds-cel", |ns| async move {
+        let names = apply_kiln_crds(&ns).await?;
+        ensure!(
+            names.iter().any(|n| n == "trainingjobs.kiln.dev"),
+            "crds/ has no trainingjobs.kiln.dev (found {names:?})"
+        );
+        // maxWaitSeconds without spot breaks a CEL rule of the TrainingJob spec.
+        let message = ns
+            .apply_refused(
+                r#"
+apiVersion: kiln.dev/v1alpha1
+kind: TrainingJob
+metadata: {name: wait-without-spot}
+spec:
+  algorithm: {image: kiln/e2e-tools:v1, command: ["true"]}
+  output: {location: {uri: "s3://kiln/e2e/out"}}
+  stoppingCondition: {maxRuntimeSeconds: 3600, maxWaitSeconds: 7200}
+"#,
+            )
+            .await?;
+        ensure!(
+            message.contains("stoppingCondition.maxWaitSeconds applies to spot training only"),
+            "the refusal does not carry the rule's message: {message}"
+        );
+        // The same object with spot on passes every rule (checked with a
+        // server-side dry run, so no job is created).
+        ns.apply_dry_run(
+            r#"
+apiVersion: kiln.dev/v1alpha1
+kind: TrainingJob
+metadata: {name: wait-with-spot}
+spec:
+  algorithm: {image: kiln/e2e-tools:v1, command: ["true"]}
+  output: {location: {uri: "s3://kiln/e2e/out"}}
+  spot: {enabled: true}
+  stoppingCondition: {maxRuntimeSeconds: 3600, maxWaitSeconds: 7200}
+"#,
+        )
+        .await
+        .context("a valid TrainingJob was refused")?;
+        Ok(())
+    })
+    .await;
+}
+
+fn helm(repo: &Path) -> Result<String> {
+    let out = Command::new(repo.join("e2e/tools/helm.sh")).output()?;
+    ensure!(out.status.success(), "building helm failed");
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: make test-e2e"]
+async fn helm_install_runs_the_operator_which_holds_the_lease() {
+    run("helm", |ns| async move {
+        let repo = &ns.cluster.repo;
+        let chart = repo.join("charts/kiln");
+        ensure!(
+            chart.join("Chart.yaml").is_file(),
+            "no chart at {}",
+            chart.display()
+        );
+        let release = ns.name.clone();
+        let out = Command::new(helm(repo)?)
+            .args(["upgrade", "--install", &release])
+            .arg(&chart)
+            .args(["--namespace", &ns.name, "--kubeconfig"])
+            .arg(&ns.cluster.kubeconfig)
+            .args(["--set", "image.tag=dev", "--set", "image.pullPolicy=Never"])
+            .args([
+                "--set",
+                "operator.watchNamespace=",
+                "--wait",
+                "--timeout",
+                "4m",
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "helm install failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let pods = ns.pods().list(&ListParams::default()).await?;
+        let names: Vec<String> = pods
+            .items
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        ensure!(!names.is_empty(), "helm installed no pods");
+        for pod in &names {
+            ns.wait_ready(pod, 2 * MINUTE).await?;
+        }
+        let leases: Api<Lease> = Api::namespaced(ns.client.clone(), &ns.name);
+        let holder = wait_until(
+            "the operator to hold the kiln-operator Lease",
+            2 * MINUTE,
+            || async {
+                let lease = leases.get_opt("kiln-operator").await?;
+                Ok(lease
+                    .and_then(|l| l.spec)
+                    .and_then(|s| s.holder_identity)
+                    .filter(|h| !h.is_empty()))
+            },
+        )
+        .await?;
+        ensure!(
+            names.iter().any(|n| holder.contains(n.as_str())),
+            "the Lease holder {holder:?} is none of the operator pods {names:?}"
+        );
+        // Installing the chart must not leave the release half-done on a
+        // re-run: uninstall is part of the round trip.
+        let out = Command::new(helm(repo)?)
+            .args([
+                "uninstall",
+                &release,
+                "--namespace",
+                &ns.name,
+                "--kubeconfig",
+            ])
+            .arg(&ns.cluster.kubeconfig)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "helm uninstall failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster and the PyTorch image: make test-e2e"]
+async fn pytorch_ddp_two_ranks_all_reduce_over_headless_service() {
+    run("ddp", |ns| async move {
+        let pool = std::env::var("KILN_TORCH_POOL").unwrap_or_else(|_| "ondemand".into());
+        ensure!(
+            ns.cluster.pool(&pool).len() >= 2,
+            "the {pool} pool needs two nodes for this test"
+        );
+        let master = format!("rank-0.ddp.{}.svc.cluster.local", ns.name);
+        let mut yaml = String::from(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ddp}
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector: {app: ddp}
+  ports: [{name: rendezvous, port: 29500}]
+"#,
+        );
+        for rank in 0..2 {
+            yaml.push_str(&format!(
+                r#"
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: rank-{rank}
+  labels: {{app: ddp}}
+spec:
+  hostname: rank-{rank}
+  subdomain: ddp
+  restartPolicy: Never
+  nodeSelector: {{kiln.dev/pool: {pool}}}
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - labelSelector: {{matchLabels: {{app: ddp}}}}
+        topologyKey: kubernetes.io/hostname
+  containers:
+  - name: torch
+    image: {PYTORCH}
+    imagePullPolicy: Never
+    command: [python3, /opt/kiln/ddp_allreduce.py]
+    env:
+    - {{name: RANK, value: "{rank}"}}
+    - {{name: WORLD_SIZE, value: "2"}}
+    - {{name: MASTER_ADDR, value: "{master}"}}
+    - {{name: MASTER_PORT, value: "29500"}}
+    - {{name: OMP_NUM_THREADS, value: "1"}}
+    resources:
+      requests: {{cpu: 100m, memory: 256Mi}}
+"#
+            ));
+        }
+        ns.apply(&yaml).await?;
+        let mut nodes = Vec::new();
+        for rank in 0..2 {
+            let pod = ns
+                .wait_phase(&format!("rank-{rank}"), "Succeeded", 5 * MINUTE)
+                .await?;
+            nodes.push(pod_node(&pod));
+        }
+        ensure!(nodes[0] != nodes[1], "both ranks ran on {}", nodes[0]);
+        for rank in 0..2 {
+            let logs = ns.logs(&format!("rank-{rank}")).await?;
+            ensure!(
+                logs.contains(&format!("rank {rank}: all_reduce sum 3 (expected 3)")),
+                "rank {rank} did not all-reduce: {logs}"
+            );
+        }
+        Ok(())
+    })
+    .await;
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds the programs of e2e/node (pause, fake-gpu-plugin) and prints their
+# folder. The cache key is a hash of their sources, so a change rebuilds them.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/common.sh"
+SRC="$HERE/../node"
+key=$(cd "$SRC" && find . -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' \) -print0 \
+  | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+OUT="$KILN_CACHE/bin/kiln-node-$key"
+if [[ ! -f "$OUT/.complete" ]]; then
+  log "building the node programs into $OUT"
+  rm -rf "$OUT.tmp" && mkdir -p "$OUT.tmp"
+  (cd "$SRC" && CGO_ENABLED=0 go build -ldflags "-s -w" -o "$OUT.tmp/" ./cmd/...) >&2 \
+    || die "building the node programs failed"
+  touch "$OUT.tmp/.complete" && rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
+fi
+printf '%s\n' "$OUT"
