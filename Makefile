@@ -7,7 +7,7 @@ HELM = $(shell e2e/tools/helm.sh)
 .PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds images bench-train
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 test: lint test-unit test-crds test-chart test-images test-e2e ## every test: unit, CRD drift, chart, images, e2e on the local cluster
 	@echo "make test: all suites passed"
