@@ -48,7 +48,7 @@ bench-train: ## kiln-runtime train vs scikit-learn: times, ratios and the k-mean
 	  python images/runtime/bench/bench_train.py "$$(realpath "$${CARGO_TARGET_DIR:-target}")/release/kiln-runtime" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-train"
 
 # ---- The local Kubernetes (e2e/, see README.md "The local cluster") ----
-.PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-logs cluster-images test-e2e test-e2e-scale demo
+.PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-reclaim cluster-logs cluster-images test-e2e test-e2e-scale demo
 
 tools: ## build every binary of the local cluster (cached by version in ~/.cache/kiln/bin)
 	e2e/tools/all.sh >/dev/null
@@ -68,6 +68,9 @@ cluster-kubeconfig: ## print the path of the local cluster's admin kubeconfig
 cluster-status: ## control-plane processes, node containers and Nodes
 	e2e/cluster.sh status
 
+cluster-reclaim: ## simulate a spot reclaim of NODE (make cluster-reclaim NODE=kiln-spot-0)
+	e2e/cluster.sh reclaim $(NODE)
+
 cluster-logs: ## copy every log of the local cluster into .out/cluster-logs
 	e2e/cluster.sh export-logs .out/cluster-logs
 
@@ -77,8 +80,9 @@ cluster-images: cluster-up ## build the e2e, PyTorch and Kiln images and load th
 	if [[ -x images/build.sh ]]; then images/build.sh all; fi
 	e2e/images.sh load
 
-test-e2e: cluster-images ## the e2e suite against the local cluster
-	$(CARGO) test --locked -p kiln-e2e --test cluster --test kiln -- --ignored --test-threads=4
+test-e2e: cluster-images ## the e2e suite against the local cluster (logs in .out/cluster-logs when it fails)
+	$(CARGO) test --locked -p kiln-e2e --test cluster --test kiln -- --ignored --test-threads=4 \
+	  || { e2e/cluster.sh export-logs .out/cluster-logs; exit 1; }
 
 test-e2e-scale: ## scale tests on kwok's fake GPU nodes (switches kwok on)
 	KILN_KWOK=1 e2e/cluster.sh up

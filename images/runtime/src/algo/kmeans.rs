@@ -80,6 +80,9 @@ pub const ALGORITHM: Algorithm = Algorithm {
     train,
 };
 
+/// Threads of the one-pass CPU step (libtorch's count when training starts).
+static KERNEL_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Per-cluster sums `[k, d]` (f64), counts `[k]` (f64) and the summed squared
 /// distance of rows `x` to their nearest center.
 pub fn assign_stats(x: &Tensor, centers: &Tensor, block: i64) -> (Tensor, Tensor, f64) {
@@ -89,7 +92,10 @@ pub fn assign_stats(x: &Tensor, centers: &Tensor, block: i64) -> (Tensor, Tensor
         super::kmeans_cpu::cpu_f32(&centers_c),
     ) {
         let (k, d) = (centers.size()[0], centers.size()[1]);
-        let threads = tch::get_num_threads().max(1) as usize;
+        let threads = match KERNEL_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => tch::get_num_threads().max(1) as usize,
+            n => n,
+        };
         let (sums, counts, inertia) = super::kmeans_cpu::assign_stats(xs, d as usize, cs, threads);
         return (
             Tensor::from_slice(&sums).view([k, d]),
@@ -262,6 +268,17 @@ fn train(ctx: &mut Context) -> Result<()> {
     let batch = ctx.params.usize("mini_batch_size");
     let counts_total =
         counts_seen.get_or_insert_with(|| Tensor::zeros([k], (TKind::Double, device)));
+    // The one-pass CPU step runs its own threads; libtorch's OpenMP workers,
+    // which spin for a while after each parallel op, would compete with
+    // them for the same cores, so libtorch runs single-threaded meanwhile.
+    let torch_threads = tch::get_num_threads();
+    KERNEL_THREADS.store(
+        torch_threads.max(1) as usize,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    if device == tch::Device::Cpu {
+        tch::set_num_threads(1);
+    }
     let (loop_start, first_iter) = (std::time::Instant::now(), iter);
     while iter < max_iter {
         let (shift, msd) = if batch == 0 {
@@ -308,6 +325,7 @@ fn train(ctx: &mut Context) -> Result<()> {
             break;
         }
     }
+    tch::set_num_threads(torch_threads);
     if iter > first_iter {
         let per_iter = loop_start.elapsed().as_secs_f64() / (iter - first_iter) as f64;
         ctx.metrics

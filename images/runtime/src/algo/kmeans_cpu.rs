@@ -92,6 +92,7 @@ pub fn assign_stats(
 
 fn assign_range(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc {
     let groups = c_sq.len() / LANES;
+    debug_assert_eq!(ct.len(), groups * d * LANES);
     let mut acc = Acc {
         sums: vec![0.0; k * d],
         counts: vec![0.0; k],
@@ -101,16 +102,21 @@ fn assign_range(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc 
     let mut dist = vec![0f32; groups * LANES];
     for chunk in x.chunks(FLUSH_ROWS * d) {
         for row in chunk.chunks_exact(d) {
-            for g in 0..groups {
-                let cg = &ct[g * d * LANES..(g + 1) * d * LANES];
+            for (g, cg) in ct.chunks_exact(d * LANES).enumerate() {
+                // Fixed-size lanes let the compiler keep `dot` in vector registers.
+                let (lanes, _) = cg.as_chunks::<LANES>();
                 let mut dot = [0f32; LANES];
-                for (&xj, cj) in row.iter().zip(cg.chunks_exact(LANES)) {
+                for (&xj, cj) in row.iter().zip(lanes) {
                     for l in 0..LANES {
                         dot[l] += xj * cj[l];
                     }
                 }
+                let (dg, cs) = (
+                    &mut dist[g * LANES..(g + 1) * LANES],
+                    &c_sq[g * LANES..(g + 1) * LANES],
+                );
                 for l in 0..LANES {
-                    dist[g * LANES + l] = c_sq[g * LANES + l] - 2.0 * dot[l];
+                    dg[l] = cs[l] - 2.0 * dot[l];
                 }
             }
             let (mut best, mut best_d) = (0, f32::INFINITY);
