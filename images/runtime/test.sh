@@ -27,7 +27,13 @@ check() { # check NAME COMMAND...: passes when COMMAND exits 0
   fi
 }
 not_root() { [[ "$(docker image inspect --format '{{.Config.User}}' "$IMAGE")" == 65532 ]]; }
-describe() { docker run "${LOCKED_DOWN[@]}" --read-only "$IMAGE" describe kmeans | grep -qF '| `k` |'; }
+# Output is captured before it is searched: `cmd | grep -q` under pipefail
+# fails whenever grep exits before cmd has finished writing.
+describe() {
+  local out
+  out=$(docker run "${LOCKED_DOWN[@]}" --read-only "$IMAGE" describe kmeans)
+  grep -qF '| `k` |' <<<"$out"
+}
 # The job folder travels by docker cp: the engine may not share this file system.
 train() {
   mkdir -p "$ML/input/config" "$ML/input/data/train"
@@ -37,7 +43,10 @@ train() {
   docker create --name kiln-runtime-test --user 65532:65532 --cap-drop ALL --security-opt no-new-privileges \
     --network none "$IMAGE" train --algorithm kmeans >/dev/null
   docker cp "$ML/input" kiln-runtime-test:/opt/ml/
-  docker start -a kiln-runtime-test | tee /dev/stderr | grep -q '"kiln_metric":"train:inertia"'
+  local out
+  out=$(docker start -a kiln-runtime-test)
+  printf '%s\n' "$out" >&2
+  grep -q '"kiln_metric":"train:inertia"' <<<"$out"
   docker cp kiln-runtime-test:/opt/ml/model "$ML/model"
   [[ -s "$ML/model/model.json" && -s "$ML/model/model.safetensors" ]]
 }
