@@ -252,13 +252,6 @@ mod tests {
             }
         });
         assert_eq!(three.stages(), 3);
-        // Same weights in both, copied rather than drawn from a reseeded
-        // global generator, which tests on other threads advance meanwhile.
-        tch::no_grad(|| {
-            for (from, to) in one.params().iter().zip(three.params()) {
-                to.tensor.shallow_clone().copy_(&from.tensor);
-            }
-        });
         let names = |n: &Net| {
             n.params()
                 .iter()
