@@ -4,20 +4,24 @@ SHELL := /bin/bash
 CARGO ?= cargo
 HELM = $(shell e2e/tools/helm.sh)
 
-.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds images
+.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds images bench-train
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-test: lint test-unit test-crds test-chart test-images test-e2e ## every test: unit, CRD drift, chart, images, e2e on the local cluster
+test: lint test-unit test-crds test-chart test-images ## unit, CRD drift, chart, images (the e2e suite: make test-e2e)
 	@echo "make test: all suites passed"
 
+# kiln-runtime links libtorch: whatever compiles the whole workspace gets the
+# PyTorch 2.11.0 environment (installed once under KILN_CACHE).
+TORCH_ENV = eval "$$(images/runtime/torch-env.sh)" &&
+
 test-unit: ## Rust unit and integration tests of the workspace
-	$(CARGO) test --workspace --locked
+	$(TORCH_ENV) KILN_FIXTURES="$$(images/runtime/fixtures.sh)" $(CARGO) test --workspace --locked
 
 lint: ## rustfmt and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(TORCH_ENV) $(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all
@@ -34,8 +38,14 @@ test-chart: ## helm lint, rendered-manifest checks and schema refusals of charts
 images: ## build every defined container image (kiln/NAME:<version> and kiln/NAME:dev)
 	images/build.sh all
 
-test-images: ## build the operator image and check it runs locked down as non-root
+test-images: ## build the operator and runtime images and check them (non-root, locked down, runtime trains)
 	images/operator/test.sh
+	images/runtime/test.sh
+
+bench-train: ## kiln-runtime train vs scikit-learn: times, ratios and the k-means machine limit
+	eval "$$(images/runtime/torch-env.sh --with-sklearn)" && \
+	  $(CARGO) build --release --locked -p kiln-runtime && \
+	  python images/runtime/bench/bench_train.py "$$(realpath "$${CARGO_TARGET_DIR:-target}")/release/kiln-runtime" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-train"
 
 # ---- The local Kubernetes (e2e/, see README.md "The local cluster") ----
 .PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-reclaim cluster-logs cluster-images test-e2e test-e2e-scale demo

@@ -1,0 +1,167 @@
+"""make bench-train: Kiln's built-in algorithms against scikit-learn on the
+same data, in one run on this machine.
+
+    python bench_train.py KILN_RUNTIME_BINARY WORKDIR
+
+For each algorithm both sides train on the same rows and are scored on the
+same held-out rows; the table prints each time, the ratio (scikit-learn time
+/ Kiln time: above 1 means Kiln is faster) and both quality numbers. Kiln's
+time is its `train:fit_seconds` metric (the run without reading the
+channel); scikit-learn's is the fit (and, for knn, the prediction of the
+held-out rows, which Kiln also does inside its run).
+
+For k-means it also prints this machine's limit for one Lloyd iteration: the
+larger of one pass over the data (a sum over the whole float32 array with all
+threads) and the distance arithmetic (2 x rows x features x k flops) at the
+machine's dense matmul rate (a 2048x2048 float32 matmul, timed here).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs, make_classification, make_regression
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+
+SEED = 0
+
+
+def write_parquet(path, x, y=None):
+    os.makedirs(path, exist_ok=True)
+    cols = {} if y is None else {"label": y.astype(np.float32)}
+    for i in range(x.shape[1]):
+        cols[f"f{i}"] = x[:, i]
+    pq.write_table(pa.table(cols), os.path.join(path, "part-0.parquet"), row_group_size=1 << 16)
+
+
+def kiln(binary, work, name, algorithm, hyper, channels):
+    root = os.path.join(work, "jobs", name)
+    subprocess.run(["rm", "-rf", root], check=True)
+    os.makedirs(os.path.join(root, "input/config"))
+    with open(os.path.join(root, "input/config/hyperparameters.json"), "w") as f:
+        json.dump({k: str(v) for k, v in hyper.items()}, f)
+    for channel, src in channels.items():
+        os.makedirs(os.path.join(root, "input/data"), exist_ok=True)
+        os.symlink(src, os.path.join(root, "input/data", channel))
+    out = subprocess.run(
+        [binary, "train", "--algorithm", algorithm, "--ml-root", root, "--device", "cpu"],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        sys.exit(f"kiln {name} failed: {out.stderr}")
+    with open(os.path.join(root, "output/metrics.json")) as f:
+        return {k: v["value"] for k, v in json.load(f)["metrics"].items()}
+
+
+def best_of(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def machine_limit(x, k):
+    t = torch.from_numpy(x)
+    torch.set_num_threads(os.cpu_count())
+    one_pass = best_of(lambda: t.sum(), 5)
+    a = torch.randn(2048, 2048)
+    b = torch.randn(2048, 2048)
+    mm = best_of(lambda: torch.mm(a, b), 5)
+    rate = 2 * 2048**3 / mm
+    arithmetic = 2 * x.shape[0] * x.shape[1] * k / rate
+    return max(one_pass, arithmetic), one_pass, rate, arithmetic
+
+
+def main(binary, work):
+    rows = []
+    data = os.path.join(work, "data")
+    rng = np.random.default_rng(SEED)
+
+    # k-means: 1M x 50, k = 8, 10 Lloyd iterations from the same random rows.
+    n, d, k, iters = 1_000_000, 50, 8, 10
+    x, _ = make_blobs(n_samples=n, n_features=d, centers=k, random_state=SEED)
+    x = x.astype(np.float32)
+    write_parquet(f"{data}/kmeans", x)
+    # Both start from k-means++; scikit-learn stops early once no label
+    # changes, so its time per iteration divides by the iterations it ran.
+    km = lambda it: KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=it, tol=0, algorithm="lloyd", random_state=SEED)
+    t1 = best_of(lambda: km(1).fit(x), 1)
+    model = km(iters + 1)
+    t_all = best_of(lambda: model.fit(x), 1)
+    sk_iter = max(t_all - t1, 1e-9) / max(model.n_iter_ - 1, 1)
+    sk_inertia = model.inertia_
+    m = kiln(binary, work, "kmeans", "kmeans", {"k": k, "max_iter": iters, "tol": 0}, {"train": f"{data}/kmeans"})
+    rows.append(("kmeans iteration 1Mx50 k=8", sk_iter, m["train:iteration_seconds"], "inertia", sk_inertia, m["train:inertia"]))
+    limit, one_pass, rate, arithmetic = machine_limit(x, k)
+
+    # PCA: 1M x 50, 10 components, full.
+    xp = (x @ rng.standard_normal((d, d)).astype(np.float32)).astype(np.float32)
+    write_parquet(f"{data}/pca", xp)
+    pca = PCA(n_components=10, svd_solver="full")
+    sk = best_of(lambda: pca.fit(xp), 1)
+    m = kiln(binary, work, "pca", "pca", {"num_components": 10}, {"train": f"{data}/pca"})
+    rows.append(("pca 1Mx50 -> 10", sk, m["train:fit_seconds"], "explained", pca.explained_variance_ratio_.sum(), m["train:explained_variance_ratio"]))
+
+    # Linear regression: 1M x 50.
+    xr, yr = make_regression(n_samples=1_000_000, n_features=50, noise=10.0, random_state=SEED)
+    xr, yr = xr.astype(np.float32), yr.astype(np.float32)
+    split = 900_000
+    write_parquet(f"{data}/linreg/train", xr[:split], yr[:split])
+    write_parquet(f"{data}/linreg/test", xr[split:], yr[split:])
+    lr = LinearRegression()
+    sk = best_of(lambda: lr.fit(xr[:split], yr[:split]), 1)
+    m = kiln(binary, work, "linreg", "linear-learner", {"predictor_type": "regressor", "solver": "normal_equations"},
+             {"train": f"{data}/linreg/train", "test": f"{data}/linreg/test"})
+    rows.append(("linear regression 0.9Mx50", sk, m["train:fit_seconds"], "r2", lr.score(xr[split:], yr[split:]), m["test:r2"]))
+
+    # Logistic regression: 200k x 50 binary.
+    xc, yc = make_classification(n_samples=220_000, n_features=50, n_informative=20, random_state=SEED)
+    xc = xc.astype(np.float32)
+    split = 200_000
+    write_parquet(f"{data}/logreg/train", xc[:split], yc[:split])
+    write_parquet(f"{data}/logreg/test", xc[split:], yc[split:])
+    lg = LogisticRegression(max_iter=1000)
+    sk = best_of(lambda: lg.fit(xc[:split], yc[:split]), 1)
+    m = kiln(binary, work, "logreg", "linear-learner",
+             {"predictor_type": "binary_classifier", "epochs": 3, "mini_batch_size": 1024, "learning_rate": 0.01},
+             {"train": f"{data}/logreg/train", "test": f"{data}/logreg/test"})
+    rows.append(("logistic regression 200kx50", sk, m["train:fit_seconds"], "accuracy", lg.score(xc[split:], yc[split:]), m["test:accuracy"]))
+
+    # kNN: 100k x 50 stored, 10k queries, k = 5.
+    xk, yk = make_classification(n_samples=110_000, n_features=50, n_informative=10, n_classes=4, random_state=SEED)
+    xk = xk.astype(np.float32)
+    split = 100_000
+    write_parquet(f"{data}/knn/train", xk[:split], yk[:split])
+    write_parquet(f"{data}/knn/test", xk[split:], yk[split:])
+    kn = KNeighborsClassifier(n_neighbors=5)
+    acc = {}
+    sk = best_of(lambda: acc.update(v=kn.fit(xk[:split], yk[:split]).score(xk[split:], yk[split:])), 1)
+    m = kiln(binary, work, "knn", "knn", {"k": 5, "predictor_type": "classifier", "num_classes": 4},
+             {"train": f"{data}/knn/train", "test": f"{data}/knn/test"})
+    rows.append(("knn 100kx50, 10k queries", sk, m["train:fit_seconds"], "accuracy", acc["v"], m["test:accuracy"]))
+
+    print(f"\n{'benchmark':<30} {'scikit-learn s':>15} {'kiln s':>10} {'ratio':>7}   quality (scikit-learn / kiln)")
+    for name, sk, kl, qname, qs, qk in rows:
+        print(f"{name:<30} {sk:>15.4f} {kl:>10.4f} {sk / kl:>6.2f}x   {qname} {qs:.4f} / {qk:.4f}")
+    kiln_iter = rows[0][2]
+    print(
+        f"\nk-means iteration limit of this machine: {limit * 1000:.1f} ms "
+        f"(one pass {one_pass * 1000:.1f} ms; distances {arithmetic * 1000:.1f} ms at {rate / 1e9:.0f} GFLOP/s); "
+        f"kiln {kiln_iter * 1000:.1f} ms = {kiln_iter / limit:.2f}x the limit, goal <= 1.5x"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,21 @@
+//! kiln-runtime: the code inside Kiln's pods. `train` runs a built-in
+//! algorithm on the SageMaker training contract (see [`contract`]): it reads
+//! channels ([`data`]), trains on CPU or CUDA with libtorch, all-reduces
+//! between ranks ([`dist`]), checkpoints ([`checkpoint`]), reports metrics
+//! ([`metrics`]) and writes a model artifact ([`artifact`]).
+
+pub mod algo;
+pub mod artifact;
+pub mod checkpoint;
+pub mod contract;
+pub mod data;
+pub mod dist;
+pub mod error;
+pub mod eval;
+pub mod hyper;
+pub mod metrics;
+pub mod optim;
+pub mod run;
+pub mod sgd;
+
+pub use error::{Error, Result};

@@ -1,0 +1,209 @@
+//! Runs `kiln-runtime train` as a pod would: a temporary `/opt/ml`, config
+//! files, channels, then the exit code, metrics, model and failure file.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// One training job in its own base directory.
+pub struct Job {
+    pub dir: tempfile::TempDir,
+    pub algorithm: String,
+    pub hyper: BTreeMap<String, String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// What a finished job left behind.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub failure: Option<String>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Outcome {
+    /// A metric of `metrics.json`, or a panic naming what the job printed.
+    pub fn metric(&self, name: &str) -> f64 {
+        *self
+            .metrics
+            .get(name)
+            .unwrap_or_else(|| panic!("no metric {name}: {self:#?}"))
+    }
+
+    /// The metric lines printed on stdout for `name`: (epoch, value).
+    pub fn series(&self, name: &str) -> Vec<(Option<u64>, f64)> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kiln_metric"] == name)
+            .map(|v| (v["epoch"].as_u64(), v["value"].as_f64().unwrap_or(f64::NAN)))
+            .collect()
+    }
+
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "job failed: {self:#?}");
+        self
+    }
+}
+
+impl Job {
+    pub fn new(algorithm: &str) -> Self {
+        Job {
+            dir: tempfile::tempdir().unwrap(),
+            algorithm: algorithm.into(),
+            hyper: BTreeMap::new(),
+            env: vec![],
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn hp(mut self, name: &str, value: impl ToString) -> Self {
+        self.hyper.insert(name.into(), value.to_string());
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: impl ToString) -> Self {
+        self.env.push((name.into(), value.to_string()));
+        self
+    }
+
+    /// Copies every file of `src` into the channel `name`.
+    pub fn channel_from(self, name: &str, src: &Path) -> Self {
+        let dst = self.root().join("input/data").join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        for entry in std::fs::read_dir(src).unwrap_or_else(|e| panic!("{}: {e}", src.display())) {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+        }
+        self
+    }
+
+    /// Writes one file into the channel `name`.
+    pub fn channel_file(self, name: &str, file: &str, text: &str) -> Self {
+        let dst = self.root().join("input/data").join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        std::fs::write(dst.join(file), text).unwrap();
+        self
+    }
+
+    fn write_config(&self) {
+        let config = self.root().join("input/config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(
+            config.join("hyperparameters.json"),
+            serde_json::to_vec(&self.hyper).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn command(&self) -> Command {
+        self.write_config();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln-runtime"));
+        cmd.args(["train", "--algorithm", &self.algorithm, "--device", "cpu"])
+            .arg("--ml-root")
+            .arg(self.root())
+            .env_remove("WORLD_SIZE")
+            .env_remove("RANK")
+            .env_remove("SM_MODEL_DIR")
+            // Jobs run side by side on few cores: one thread each avoids
+            // OpenMP spinning against the other jobs.
+            .env("OMP_NUM_THREADS", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd
+    }
+
+    pub fn spawn(&self) -> Child {
+        self.command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn run(&self) -> Outcome {
+        let out = self.command().output().unwrap();
+        self.outcome(out)
+    }
+
+    pub fn outcome(&self, out: Output) -> Outcome {
+        let failure = std::fs::read_to_string(self.root().join("output/failure")).ok();
+        let metrics = std::fs::read(self.root().join("output/metrics.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|v| {
+                v["metrics"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, p)| (k.clone(), p["value"].as_f64().unwrap_or(f64::NAN)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+            failure,
+            metrics,
+        }
+    }
+
+    /// The model's tensors by name.
+    pub fn model(&self) -> BTreeMap<String, tch::Tensor> {
+        kiln_runtime::artifact::read(&self.root().join("model"))
+            .unwrap()
+            .1
+    }
+}
+
+/// The folder of the scikit-learn fixtures (`make fixtures` writes it).
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("KILN_FIXTURES")
+        .map(PathBuf::from)
+        .expect("KILN_FIXTURES is not set: run the tests through `make test-unit`, which writes the fixtures");
+    assert!(
+        dir.join("baselines.json").exists(),
+        "{} has no baselines.json",
+        dir.display()
+    );
+    dir
+}
+
+/// The scikit-learn reference scores of one dataset.
+pub fn baseline(dataset: &str) -> serde_json::Value {
+    let b: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("baselines.json")).unwrap()).unwrap();
+    b[dataset].clone()
+}
+
+/// Largest absolute difference between two models' tensors of the same names.
+pub fn max_diff(a: &BTreeMap<String, tch::Tensor>, b: &BTreeMap<String, tch::Tensor>) -> f64 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(k, t)| (t - &b[k]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+/// A synthetic classification set: `rows` rows of `features` columns, label
+/// = which of `classes` centers (spread along the axes) generated the row.
+pub fn blobs(rows: usize, features: usize, classes: usize, seed: u64) -> String {
+    let mut rng = kiln_runtime::sgd::SplitMix(seed);
+    let mut out = String::new();
+    for i in 0..rows {
+        let c = i % classes;
+        out.push_str(&c.to_string());
+        for f in 0..features {
+            let u = rng.next_u64() as f64 / u64::MAX as f64 - 0.5;
+            let center = if f % classes == c { 2.0 } else { 0.0 };
+            out.push_str(&format!(",{:.5}", center + u * 2.0));
+        }
+        out.push('\n');
+    }
+    out
+}
