@@ -52,8 +52,23 @@ action_ready() {
     || { k -n kube-system get pods -o wide >&2; die "CoreDNS is not available"; }
 }
 
+# lock_cluster: one command at a time changes the cluster (several people or
+# test runs may share it). A caller that holds the lock already (a test that
+# reclaims a node and brings it back) sets KILN_CLUSTER_LOCKED=1.
+lock_cluster() {
+  [[ -n "${KILN_CLUSTER_LOCKED:-}" ]] && return 0
+  mkdir -p "$CLUSTER_DIR"
+  exec 9>"$CLUSTER_DIR/lock"
+  if ! flock -n 9; then
+    log "waiting for another user of $CLUSTER_DIR/lock"
+    flock -w 900 9 || die "$CLUSTER_DIR/lock is still held after 15 min"
+  fi
+  export KILN_CLUSTER_LOCKED=1
+}
+
 cmd_up() {
   local start=$SECONDS action t
+  lock_cluster
   UP_STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   load_tools
   for action in "${UP_ACTIONS[@]}"; do
@@ -65,6 +80,7 @@ cmd_up() {
 }
 
 cmd_down() {
+  lock_cluster
   docker_up
   local node
   for node in $(cluster_containers); do
@@ -110,6 +126,7 @@ cmd_load() {
 # bound to a node that no longer exists. `up` brings the node back.
 cmd_reclaim() {
   local node=${1:?usage: cluster.sh reclaim NODE}
+  lock_cluster
   load_tools
   docker_up
   log "spot reclaim of $node"

@@ -123,13 +123,57 @@ impl Cluster {
     }
 
     /// Simulates a spot reclaim of NODE: its container and its Node object go,
-    /// and so do its pods.
-    pub fn reclaim(&self, node: &str) -> Result<()> {
-        self.script(&["reclaim", node]).map(drop)
+    /// and so do its pods. Until the returned guard is dropped, no other
+    /// `cluster.sh` command (another test run's `up`, say) changes the
+    /// cluster, so the node stays away until [`Reclaimed::restore`].
+    pub fn reclaim(&self, node: &str) -> Result<Reclaimed<'_>> {
+        let lock_path = self
+            .kubeconfig
+            .parent()
+            .context("kubeconfig has no folder")?
+            .join("lock");
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let reclaimed = Reclaimed {
+            cluster: self,
+            _lock: lock,
+        };
+        reclaimed.script(&["reclaim", node])?;
+        Ok(reclaimed)
+    }
+}
+
+/// A reclaimed node, and the cluster lock held until it is back.
+pub struct Reclaimed<'a> {
+    cluster: &'a Cluster,
+    _lock: std::fs::File,
+}
+
+impl Reclaimed<'_> {
+    fn script(&self, args: &[&str]) -> Result<String> {
+        let script = self.cluster.repo.join("e2e/cluster.sh");
+        let out = Command::new(&script)
+            .args(args)
+            .env("KILN_CLUSTER_LOCKED", "1")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} {} failed ({})",
+                script.display(),
+                args.join(" "),
+                out.status
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Brings back every configured node that is missing.
-    pub fn restore(&self) -> Result<()> {
+    /// Brings every configured node back (`cluster.sh up`), then lets go of
+    /// the cluster lock.
+    pub fn restore(self) -> Result<()> {
         self.script(&["up"]).map(drop)
     }
 }

@@ -447,24 +447,20 @@ async fn spot_reclaim_ends_the_pods_on_the_node() {
         let node = pod_node(&pod);
         ensure!(pool_of(&ns, &node) == "spot", "the spot pod ran on {node}");
         let uid = pod.metadata.uid.clone();
-        let reclaimed = ns.cluster.reclaim(&node);
-        let gone = async {
-            reclaimed?;
-            let pods = ns.pods();
-            wait_until("the reclaimed node's pod to go", 3 * MINUTE, || async {
-                let p = pods.get_opt("victim").await?;
-                Ok(match p {
-                    None => Some(()),
-                    Some(p) if p.metadata.uid != uid => Some(()),
-                    Some(p) if pod_phase(&p) == "Failed" => Some(()),
-                    Some(_) => None,
-                })
+        let reclaimed = ns.cluster.reclaim(&node)?;
+        let pods = ns.pods();
+        let gone = wait_until("the reclaimed node's pod to go", 3 * MINUTE, || async {
+            let p = pods.get_opt("victim").await?;
+            Ok(match p {
+                None => Some(()),
+                Some(p) if p.metadata.uid != uid => Some(()),
+                Some(p) if pod_phase(&p) == "Failed" => Some(()),
+                Some(_) => None,
             })
-            .await
-        }
+        })
         .await;
         // Bring the node back whatever happened, so later tests have it.
-        let restored = ns.cluster.restore();
+        let restored = reclaimed.restore();
         gone?;
         restored.context("bringing the reclaimed node back")?;
         let nodes: Api<Node> = Api::all(ns.client.clone());

@@ -156,7 +156,7 @@ load_image() {
     log "loading $image into $node"
     # ctr warns on every call that cgroup v1 is deprecated: keep its output
     # for when the import fails.
-    if ! out=$(docker exec -i "$node" ctr -n k8s.io images import - <"$archive" 2>&1); then
+    if ! out=$(docker exec -i "$node" ctr -n k8s.io images import --local --discard-unpacked-layers - <"$archive" 2>&1); then
       rm -f "$archive"
       printf '%s\n' "$out" >&2
       die "loading $image into $node failed"
