@@ -154,21 +154,7 @@ pub struct Reclaimed<'a> {
 impl Reclaimed<'_> {
     fn script(&self, args: &[&str]) -> Result<String> {
         let script = self.cluster.repo.join("e2e/cluster.sh");
-        let out = Command::new(&script)
-            .args(args)
-            .env("KILN_CLUSTER_LOCKED", "1")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{} {} failed ({})",
-                script.display(),
-                args.join(" "),
-                out.status
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        script_output_with(&script, args, &[("KILN_CLUSTER_LOCKED", "1")])
     }
 
     /// Brings every configured node back (`cluster.sh up`), then lets go of
@@ -179,8 +165,15 @@ impl Reclaimed<'_> {
 }
 
 fn script_output(script: &Path, args: &[&str]) -> Result<String> {
+    script_output_with(script, args, &[])
+}
+
+/// Runs `script` with `args` and extra environment variables; its stdout, or
+/// an error naming the command when it fails.
+fn script_output_with(script: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
     let out = Command::new(script)
         .args(args)
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {}", script.display()))?;

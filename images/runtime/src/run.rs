@@ -100,20 +100,7 @@ impl Context {
         if self.comm.rank != 0 || (!declared && !dir.exists()) {
             return Ok(None);
         }
-        let cfg = self
-            .config
-            .channels
-            .get(channel)
-            .cloned()
-            .unwrap_or_default();
-        let opts = ReadOptions {
-            has_label,
-            rank: 0,
-            world: 1,
-            content_type: cfg.content_type,
-        };
-        self.timed(|| data::read_channel(channel, &dir, &opts))
-            .map(Some)
+        self.read_all(channel, has_label).map(Some)
     }
 
     /// Whether SIGTERM arrived on this rank (no communication).
