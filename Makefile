@@ -9,7 +9,7 @@ HELM = $(shell e2e/tools/helm.sh)
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-test: lint test-unit test-crds test-chart test-images ## unit, CRD drift, chart, images (the e2e suite: make test-e2e)
+test: lint test-unit test-crds test-chart test-images test-e2e ## every test: unit, CRD drift, chart, images, e2e on the local cluster
 	@echo "make test: all suites passed"
 
 # kiln-runtime links libtorch: whatever compiles the whole workspace gets the
