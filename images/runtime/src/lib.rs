@@ -15,6 +15,7 @@ pub mod eval;
 pub mod hyper;
 pub mod metrics;
 pub mod optim;
+pub mod par;
 pub mod run;
 pub mod sgd;
 

@@ -39,6 +39,9 @@ pub const SPECS: &[Spec] = &[
     ),
 ];
 
+/// Batches of at most this many input numbers train single-threaded on the CPU.
+const SMALL_BATCH_ELEMENTS: i64 = 1 << 18;
+
 /// A model trained by [`fit`].
 pub trait GradModel {
     /// The trainable tensors.
@@ -144,6 +147,11 @@ pub fn fit(
         );
     }
     let seed = ctx.seed();
+    // A step on a small batch is a chain of short operations, each of which
+    // libtorch would fork over its OpenMP threads: one thread is faster.
+    let cols = rows.x.size().iter().skip(1).product::<i64>().max(1);
+    let _threads = (device == Device::Cpu && batch as i64 * cols <= SMALL_BATCH_ELEMENTS)
+        .then(|| crate::par::TorchThreads::set(1));
     while epoch < epochs {
         let perm = permutation(n, seed, epoch);
         for b in first_batch..batches {

@@ -11,6 +11,7 @@ use crate::artifact::ModelMeta;
 use crate::checkpoint::Position;
 use crate::error::{Error, Result};
 use crate::hyper::{Kind, Spec};
+use crate::par;
 use crate::run::Context;
 use crate::sgd::{SplitMix, permutation};
 
@@ -80,23 +81,14 @@ pub const ALGORITHM: Algorithm = Algorithm {
     train,
 };
 
-/// Threads of the one-pass CPU step (libtorch's count when training starts).
-static KERNEL_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// Per-cluster sums `[k, d]` (f64), counts `[k]` (f64) and the summed squared
 /// distance of rows `x` to their nearest center.
 pub fn assign_stats(x: &Tensor, centers: &Tensor, block: i64) -> (Tensor, Tensor, f64) {
     let centers_c = centers.contiguous();
-    if let (Some(xs), Some(cs)) = (
-        super::kmeans_cpu::cpu_f32(x),
-        super::kmeans_cpu::cpu_f32(&centers_c),
-    ) {
+    if let (Some(xs), Some(cs)) = (par::cpu_f32(x), par::cpu_f32(&centers_c)) {
         let (k, d) = (centers.size()[0], centers.size()[1]);
-        let threads = match KERNEL_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => tch::get_num_threads().max(1) as usize,
-            n => n,
-        };
-        let (sums, counts, inertia) = super::kmeans_cpu::assign_stats(xs, d as usize, cs, threads);
+        let (sums, counts, inertia) =
+            super::kmeans_cpu::assign_stats(xs, d as usize, cs, par::threads());
         return (
             Tensor::from_slice(&sums).view([k, d]),
             Tensor::from_slice(&counts),
@@ -145,6 +137,11 @@ fn sq_dist(x: &Tensor, c: &Tensor) -> Tensor {
 /// Greedy k-means++ on the rows of `x` (one rank's rows).
 pub fn kmeans_pp(x: &Tensor, k: i64, rng: &mut SplitMix) -> Tensor {
     let _guard = tch::no_grad_guard();
+    if let Some(xs) = par::cpu_f32(x) {
+        let d = x.size()[1];
+        let c = super::kmeans_cpu::kmeans_pp(xs, d as usize, k as usize, rng, par::threads());
+        return Tensor::from_slice(&c).view([k, d]);
+    }
     let n = x.size()[0];
     let first = rng.below(n as u64) as i64;
     let mut centers = vec![x.get(first)];
@@ -268,17 +265,10 @@ fn train(ctx: &mut Context) -> Result<()> {
     let batch = ctx.params.usize("mini_batch_size");
     let counts_total =
         counts_seen.get_or_insert_with(|| Tensor::zeros([k], (TKind::Double, device)));
-    // The one-pass CPU step runs its own threads; libtorch's OpenMP workers,
-    // which spin for a while after each parallel op, would compete with
+    // The CPU step runs on kiln's threads; libtorch's OpenMP workers, which
+    // spin for a while after each of its parallel ops, would compete with
     // them for the same cores, so libtorch runs single-threaded meanwhile.
-    let torch_threads = tch::get_num_threads();
-    KERNEL_THREADS.store(
-        torch_threads.max(1) as usize,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    if device == tch::Device::Cpu {
-        tch::set_num_threads(1);
-    }
+    let threads = (device == tch::Device::Cpu).then(|| par::TorchThreads::set(1));
     let (loop_start, first_iter) = (std::time::Instant::now(), iter);
     while iter < max_iter {
         let (shift, msd) = if batch == 0 {
@@ -325,7 +315,7 @@ fn train(ctx: &mut Context) -> Result<()> {
             break;
         }
     }
-    tch::set_num_threads(torch_threads);
+    drop(threads);
     if iter > first_iter {
         let per_iter = loop_start.elapsed().as_secs_f64() / (iter - first_iter) as f64;
         ctx.metrics

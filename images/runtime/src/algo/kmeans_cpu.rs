@@ -4,26 +4,15 @@
 //! The blocked matmul of the generic path reads every block twice and
 //! materializes the distance matrix; this reads the data once.
 
-use tch::{Device, Kind, Tensor};
+use crate::par;
+use crate::sgd::SplitMix;
 
 const LANES: usize = 8;
+/// Rows whose distances are computed together: independent accumulators
+/// keep the vector units busy instead of waiting on one dependency chain.
+const TILE: usize = 8;
 /// Rows summed in f32 before being added into the f64 totals.
 const FLUSH_ROWS: usize = 2048;
-
-/// The float32 contents of a contiguous CPU tensor, borrowed.
-pub fn cpu_f32(t: &Tensor) -> Option<&[f32]> {
-    if t.device() != Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
-        return None;
-    }
-    let len = t.numel();
-    if len == 0 {
-        return Some(&[]);
-    }
-    // SAFETY: the tensor is a contiguous float32 CPU tensor of `len`
-    // elements; the slice borrows `t`, which keeps the storage alive, and
-    // kiln never writes to a dataset tensor while a slice of it is used.
-    Some(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, len) })
-}
 
 /// Per-thread accumulators.
 struct Acc {
@@ -42,7 +31,8 @@ pub fn assign_stats(
 ) -> (Vec<f64>, Vec<f64>, f64) {
     let k = centers.len() / d;
     let groups = k.div_ceil(LANES);
-    // Centers transposed per group of 8: ct[g][j * 8 + lane].
+    // Centers transposed per group of 8: ct[g][j * 8 + lane]; padding
+    // lanes get an infinite norm, so they never win.
     let mut ct = vec![0f32; groups * d * LANES];
     let mut c_sq = vec![f32::INFINITY; groups * LANES];
     for c in 0..k {
@@ -54,20 +44,8 @@ pub fn assign_stats(
         c_sq[c] = row.iter().map(|v| v * v).sum();
     }
     let n = x.len() / d.max(1);
-    let threads = threads.clamp(1, n.max(1));
-    let per = n.div_ceil(threads);
-    let parts: Vec<Acc> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let rows = &x[(t * per).min(n) * d..((t + 1) * per).min(n) * d];
-                let (ct, c_sq) = (&ct, &c_sq);
-                s.spawn(move || assign_range(rows, d, k, ct, c_sq))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("k-means worker"))
-            .collect()
+    let parts = par::map_ranges(n, threads, |rows| {
+        assign_range(&x[rows.start * d..rows.end * d], d, k, &ct, &c_sq)
     });
     let mut total = Acc {
         sums: vec![0.0; k * d],
@@ -75,62 +53,49 @@ pub fn assign_stats(
         inertia: 0.0,
     };
     for p in parts {
-        total
-            .sums
-            .iter_mut()
-            .zip(&p.sums)
-            .for_each(|(a, b)| *a += b);
-        total
-            .counts
-            .iter_mut()
-            .zip(&p.counts)
-            .for_each(|(a, b)| *a += b);
+        par::add_into(&mut total.sums, &p.sums);
+        par::add_into(&mut total.counts, &p.counts);
         total.inertia += p.inertia;
     }
     (total.sums, total.counts, total.inertia)
 }
 
 fn assign_range(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc {
-    let groups = c_sq.len() / LANES;
-    debug_assert_eq!(ct.len(), groups * d * LANES);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features the function is compiled for are present.
+        return unsafe { assign_range_avx2(x, d, k, ct, c_sq) };
+    }
+    assign_range_any(x, d, k, ct, c_sq)
+}
+
+/// [`assign_range_any`] compiled for 256-bit vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn assign_range_avx2(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc {
+    assign_range_any(x, d, k, ct, c_sq)
+}
+
+#[inline(always)]
+fn assign_range_any(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc {
+    debug_assert_eq!(ct.len(), c_sq.len() * d);
     let mut acc = Acc {
         sums: vec![0.0; k * d],
         counts: vec![0.0; k],
         inertia: 0.0,
     };
     let mut block = vec![0f32; k * d];
-    let mut dist = vec![0f32; groups * LANES];
     for chunk in x.chunks(FLUSH_ROWS * d) {
-        for row in chunk.chunks_exact(d) {
-            for (g, cg) in ct.chunks_exact(d * LANES).enumerate() {
-                // Fixed-size lanes let the compiler keep `dot` in vector registers.
-                let (lanes, _) = cg.as_chunks::<LANES>();
-                let mut dot = [0f32; LANES];
-                for (&xj, cj) in row.iter().zip(lanes) {
-                    for l in 0..LANES {
-                        dot[l] += xj * cj[l];
-                    }
-                }
-                let (dg, cs) = (
-                    &mut dist[g * LANES..(g + 1) * LANES],
-                    &c_sq[g * LANES..(g + 1) * LANES],
-                );
-                for l in 0..LANES {
-                    dg[l] = cs[l] - 2.0 * dot[l];
-                }
+        let mut tiles = chunk.chunks_exact(TILE * d);
+        for tile in &mut tiles {
+            let best = nearest::<TILE>(tile, d, ct, c_sq);
+            for (row, (c, dist)) in tile.chunks_exact(d).zip(best) {
+                add_row(&mut acc, &mut block, row, d, c, dist);
             }
-            let (mut best, mut best_d) = (0, f32::INFINITY);
-            for (c, &v) in dist[..k].iter().enumerate() {
-                if v < best_d {
-                    (best, best_d) = (c, v);
-                }
-            }
-            let x_sq: f32 = row.iter().map(|v| v * v).sum();
-            acc.inertia += f64::from((x_sq + best_d).max(0.0));
-            acc.counts[best] += 1.0;
-            for (s, &v) in block[best * d..(best + 1) * d].iter_mut().zip(row) {
-                *s += v;
-            }
+        }
+        for row in tiles.remainder().chunks_exact(d) {
+            let [(c, dist)] = nearest::<1>(row, d, ct, c_sq);
+            add_row(&mut acc, &mut block, row, d, c, dist);
         }
         for (s, b) in acc.sums.iter_mut().zip(block.iter_mut()) {
             *s += f64::from(*b);
@@ -140,27 +105,189 @@ fn assign_range(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc 
     acc
 }
 
+/// For each of the `R` rows of `rows`, the nearest center and
+/// `|c|^2 - 2 x.c` (the squared distance less `|x|^2`).
+#[inline(always)]
+fn nearest<const R: usize>(rows: &[f32], d: usize, ct: &[f32], c_sq: &[f32]) -> [(usize, f32); R] {
+    let rows: [&[f32]; R] = std::array::from_fn(|r| &rows[r * d..(r + 1) * d]);
+    let mut best = [(0usize, f32::INFINITY); R];
+    for (g, cg) in ct.chunks_exact(d * LANES).enumerate() {
+        let (lanes, _) = cg.as_chunks::<LANES>();
+        let lanes = &lanes[..d];
+        let mut dot = [[0f32; LANES]; R];
+        for (j, cj) in lanes.iter().enumerate() {
+            for r in 0..R {
+                let xv = rows[r][j];
+                for l in 0..LANES {
+                    dot[r][l] += xv * cj[l];
+                }
+            }
+        }
+        let cs = &c_sq[g * LANES..(g + 1) * LANES];
+        for r in 0..R {
+            for l in 0..LANES {
+                let v = cs[l] - 2.0 * dot[r][l];
+                if v < best[r].1 {
+                    best[r] = (g * LANES + l, v);
+                }
+            }
+        }
+    }
+    best
+}
+
+#[inline(always)]
+fn add_row(acc: &mut Acc, block: &mut [f32], row: &[f32], d: usize, c: usize, dist: f32) {
+    // Eight partial sums: one long dependency chain would cost more than
+    // the distances.
+    let (lanes, rest) = row.as_chunks::<LANES>();
+    let mut part = [0f32; LANES];
+    for v in lanes {
+        for l in 0..LANES {
+            part[l] += v[l] * v[l];
+        }
+    }
+    let x_sq = part.iter().sum::<f32>() + rest.iter().map(|v| v * v).sum::<f32>();
+    acc.inertia += f64::from((x_sq + dist).max(0.0));
+    acc.counts[c] += 1.0;
+    for (s, &v) in block[c * d..(c + 1) * d].iter_mut().zip(row) {
+        *s += v;
+    }
+}
+
+/// Squared distances of the rows of `x` to `c`, each the smaller of that
+/// and `closest[i]` when given, and their sum.
+fn min_sq_dist(
+    x: &[f32],
+    d: usize,
+    c: &[f32],
+    closest: Option<&[f32]>,
+    threads: usize,
+) -> (Vec<f32>, f64) {
+    let n = x.len() / d;
+    let parts = par::map_ranges(n, threads, |rows| {
+        let out: Vec<f32> = x[rows.start * d..rows.end * d]
+            .chunks_exact(d)
+            .enumerate()
+            .map(|(i, row)| {
+                let v: f32 = row.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
+                closest.map_or(v, |cl| v.min(cl[rows.start + i]))
+            })
+            .collect();
+        let total = out.iter().map(|&v| f64::from(v)).sum::<f64>();
+        (out, total)
+    });
+    let total = parts.iter().map(|p| p.1).sum();
+    (parts.into_iter().flat_map(|p| p.0).collect(), total)
+}
+
+/// Greedy k-means++ (`2 + ln k` candidates per center, the one that lowers
+/// the potential most is kept) on the rows of `x`; returns `k x d` centers.
+pub fn kmeans_pp(x: &[f32], d: usize, k: usize, rng: &mut SplitMix, threads: usize) -> Vec<f32> {
+    let n = x.len() / d;
+    let row = |i: usize| &x[i * d..(i + 1) * d];
+    let first = rng.below(n as u64) as usize;
+    let mut centers = row(first).to_vec();
+    let (mut closest, _) = min_sq_dist(x, d, row(first), None, threads);
+    let trials = 2 + (k as f64).ln().floor() as usize;
+    for _ in 1..k {
+        let mut cum = Vec::with_capacity(n);
+        let mut running = 0f64;
+        for &v in &closest {
+            running += f64::from(v);
+            cum.push(running);
+        }
+        let draws: Vec<f64> = (0..trials)
+            .map(|_| rng.next_u64() as f64 / u64::MAX as f64 * running)
+            .collect();
+        let mut best: Option<(f64, usize, Vec<f32>)> = None;
+        for draw in draws {
+            let cand = cum.partition_point(|&c| c < draw).min(n - 1);
+            let (dist, pot) = min_sq_dist(x, d, row(cand), Some(&closest), threads);
+            if best.as_ref().is_none_or(|b| pot < b.0) {
+                best = Some((pot, cand, dist));
+            }
+        }
+        let (_, cand, dist) = best.expect("at least two trials");
+        centers.extend_from_slice(row(cand));
+        closest = dist;
+    }
+    centers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Tensor;
+
+    /// Reproducible normal-ish values (sum of uniforms), independent of
+    /// libtorch's global generator, which parallel tests share.
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix(seed);
+        (0..len)
+            .map(|_| {
+                (0..4)
+                    .map(|_| rng.below(1 << 20) as f32 / (1 << 19) as f32 - 1.0)
+                    .sum()
+            })
+            .collect()
+    }
 
     #[test]
     fn matches_the_tensor_path() {
-        tch::manual_seed(3);
-        for (n, d, k) in [(1000, 5, 3), (5000, 13, 11), (3, 2, 2)] {
-            let x = Tensor::randn([n, d], (Kind::Float, Device::Cpu));
-            let c = Tensor::randn([k, d], (Kind::Float, Device::Cpu));
-            let (sums, counts, inertia) =
-                assign_stats(cpu_f32(&x).unwrap(), d as usize, cpu_f32(&c).unwrap(), 2);
+        for (n, d, k, threads) in [
+            (1000, 5, 3, 2),
+            (5003, 13, 11, 3),
+            (3, 2, 2, 2),
+            (77, 50, 8, 1),
+            (200, 7, 17, 2),
+        ] {
+            let xv = noise(n * d, n as u64);
+            let cv = noise(k * d, 7);
+            let x = Tensor::from_slice(&xv).view([n as i64, d as i64]);
+            let c = Tensor::from_slice(&cv).view([k as i64, d as i64]);
+            let (sums, counts, inertia) = assign_stats(&xv, d, &cv, threads);
             let (ts, tc, ti) = super::super::kmeans::assign_stats_tensor(&x, &c, 512);
             let ts = Vec::<f64>::try_from(ts.view(-1)).unwrap();
             let tc = Vec::<f64>::try_from(tc).unwrap();
-            assert_eq!(counts, tc);
+            assert_eq!(counts, tc, "n {n} d {d} k {k}");
             assert!(
                 sums.iter().zip(&ts).all(|(a, b)| (a - b).abs() < 1e-3),
                 "{sums:?} {ts:?}"
             );
             assert!((inertia - ti).abs() < 1e-4 * ti.max(1.0), "{inertia} {ti}");
         }
+    }
+
+    #[test]
+    fn kmeans_pp_takes_one_row_from_each_blob() {
+        // Four tight blobs far apart: a good seeding puts a center in each.
+        let (d, per) = (3, 250);
+        let blobs = [
+            [0.0, 0.0, 0.0],
+            [50.0, 0.0, 0.0],
+            [0.0, 50.0, 0.0],
+            [0.0, 0.0, 50.0],
+        ];
+        let jitter = noise(4 * per * d, 11);
+        let x: Vec<f32> = (0..4 * per)
+            .flat_map(|i| (0..d).map(move |j| (i, j)))
+            .map(|(i, j)| blobs[i / per][j] + jitter[i * d + j] * 0.1)
+            .collect();
+        let centers = kmeans_pp(&x, d, 4, &mut SplitMix(5), 2);
+        let mut hit: Vec<usize> = centers
+            .chunks(d)
+            .map(|c| {
+                assert!(x.chunks(d).any(|r| r == c), "a center is a row of x");
+                blobs
+                    .iter()
+                    .position(|b| {
+                        (b[0] - c[0]).abs() + (b[1] - c[1]).abs() + (b[2] - c[2]).abs() < 5.0
+                    })
+                    .unwrap()
+            })
+            .collect();
+        hit.sort();
+        assert_eq!(hit, vec![0, 1, 2, 3]);
     }
 }

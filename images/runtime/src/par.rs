@@ -1,0 +1,204 @@
+//! Row-parallel CPU work on kiln-runtime's own threads.
+//!
+//! libtorch parallelizes each operation with OpenMP: every op forks, and its
+//! workers spin at a barrier when it ends. For a chain of small operations
+//! (a mini-batch step, a block of distances) on a few cores that fork and
+//! spin costs more than the arithmetic, and a busy neighbour on the same
+//! cores makes it far worse. The kernels here split the rows over plain
+//! threads instead, each running libtorch single-threaded (or no libtorch at
+//! all), and combine the per-thread results once.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tch::{Device, Kind, Tensor};
+
+/// Threads of the row-parallel kernels: libtorch's intra-op thread count
+/// when first asked (it honours `OMP_NUM_THREADS`), at least 1.
+pub fn threads() -> usize {
+    static THREADS: AtomicUsize = AtomicUsize::new(0);
+    match THREADS.load(Ordering::Relaxed) {
+        0 => {
+            let n = tch::get_num_threads().max(1) as usize;
+            THREADS.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
+    }
+}
+
+/// The float32 contents of a contiguous CPU tensor, borrowed.
+pub fn cpu_f32(t: &Tensor) -> Option<&[f32]> {
+    if t.device() != Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
+        return None;
+    }
+    let len = t.numel();
+    if len == 0 {
+        return Some(&[]);
+    }
+    // SAFETY: the tensor is a contiguous float32 CPU tensor of `len`
+    // elements; the slice borrows `t`, which keeps the storage alive, and
+    // kiln never writes to a tensor while a slice of it is in use.
+    Some(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, len) })
+}
+
+/// A float32 `[rows, cols]` tensor over `data` without a copy, for the
+/// duration of `f`. `f` must not keep the tensor (or a view of it) past its
+/// return.
+pub fn with_matrix<T>(data: &[f32], cols: usize, f: impl FnOnce(&Tensor) -> T) -> T {
+    let rows = data.len().checked_div(cols).unwrap_or(0);
+    // SAFETY: the tensor reads `rows x cols` floats of `data`, which outlives
+    // the call; the tensor is dropped before `data`'s borrow ends, and
+    // nothing writes through it.
+    let t = unsafe {
+        Tensor::from_blob(
+            data.as_ptr() as *const u8,
+            &[rows as i64, cols as i64],
+            &[cols as i64, 1],
+            Kind::Float,
+            Device::Cpu,
+        )
+    };
+    f(&t)
+}
+
+/// `0..n` cut into at most `parts` contiguous ranges of nearly equal length.
+pub fn ranges(n: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.clamp(1, n.max(1));
+    let per = n.div_ceil(parts);
+    (0..parts)
+        .map(|p| (p * per).min(n)..((p + 1) * per).min(n))
+        .filter(|r| !r.is_empty() || n == 0)
+        .collect()
+}
+
+/// Runs `f` on [`ranges`]`(n, threads)`, one thread each, and returns the
+/// results in range order. Each thread runs libtorch single-threaded, so `f`
+/// may call tensor operations on its rows.
+pub fn map_ranges<T, F>(n: usize, threads: usize, f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(Range<usize>) -> T + Sync,
+{
+    let parts = ranges(n, threads);
+    if parts.len() == 1 {
+        let _single = TorchThreads::set(1);
+        return vec![f(parts[0].clone())];
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|r| {
+                let f = &f;
+                s.spawn(move || {
+                    tch::set_num_threads(1);
+                    f(r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+/// libtorch's intra-op thread count set for as long as the guard lives.
+pub struct TorchThreads(i32);
+
+impl TorchThreads {
+    /// Sets `n` threads; dropping the guard restores the count before.
+    pub fn set(n: i32) -> Self {
+        let before = tch::get_num_threads();
+        tch::set_num_threads(n.max(1));
+        TorchThreads(before)
+    }
+}
+
+impl Drop for TorchThreads {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
+}
+
+/// Adds `b` into `a` element by element.
+pub fn add_into(a: &mut [f64], b: &[f64]) {
+    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+}
+
+/// Per-column sums over rows, and per-column sums of squared deviations
+/// from `mean` when it is given, of the row-major `n x d` slice `x`, in f64
+/// (rows are added in f32 in short runs first, which vectorizes).
+pub fn column_sums(x: &[f32], d: usize, mean: Option<&[f64]>, threads: usize) -> Vec<f64> {
+    const RUN: usize = 256;
+    let n = x.len().checked_div(d).unwrap_or(0);
+    let mean32: Option<Vec<f32>> = mean.map(|m| m.iter().map(|&v| v as f32).collect());
+    let parts = map_ranges(n, threads, |rows| {
+        let mut total = vec![0f64; d];
+        let mut run = vec![0f32; d];
+        for chunk in x[rows.start * d..rows.end * d].chunks(RUN * d) {
+            run.iter_mut().for_each(|v| *v = 0.0);
+            for row in chunk.chunks_exact(d) {
+                match &mean32 {
+                    None => run.iter_mut().zip(row).for_each(|(s, v)| *s += v),
+                    Some(m) => run
+                        .iter_mut()
+                        .zip(row.iter().zip(m))
+                        .for_each(|(s, (v, m))| *s += (v - m) * (v - m)),
+                }
+            }
+            total
+                .iter_mut()
+                .zip(&run)
+                .for_each(|(t, r)| *t += f64::from(*r));
+        }
+        total
+    });
+    let mut sums = vec![0f64; d];
+    for p in &parts {
+        add_into(&mut sums, p);
+    }
+    sums
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_every_row_once() {
+        for (n, parts) in [(10, 3), (3, 8), (1, 1), (1000, 7), (0, 4)] {
+            let r = ranges(n, parts);
+            assert!(r.len() <= parts.max(1));
+            let covered: Vec<usize> = r.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(covered, (0..n).collect::<Vec<_>>(), "{n} {parts}");
+        }
+    }
+
+    #[test]
+    fn column_sums_match_f64_arithmetic() {
+        let (n, d) = (1003, 3);
+        let x: Vec<f32> = (0..n * d).map(|i| ((i * 37) % 101) as f32 * 0.5).collect();
+        let mut mean = vec![0f64; d];
+        for row in x.chunks(d) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += f64::from(*v);
+            }
+        }
+        assert_eq!(column_sums(&x, d, None, 3), mean);
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+        let mut dev = vec![0f64; d];
+        for row in x.chunks(d) {
+            for ((s, v), m) in dev.iter_mut().zip(row).zip(&mean) {
+                *s += (f64::from(*v) - m).powi(2);
+            }
+        }
+        let got = column_sums(&x, d, Some(&mean), 2);
+        for (g, e) in got.iter().zip(&dev) {
+            assert!((g - e).abs() < 1e-4 * e, "{g} {e}");
+        }
+    }
+}
