@@ -128,7 +128,8 @@ start_process() {
   mkdir -p "$LOG_DIR" "$RUN_DIR"
   log "starting $name (log: $LOG_DIR/$name.log)"
   [[ -f "$LOG_DIR/$name.log" ]] && mv -f "$LOG_DIR/$name.log" "$LOG_DIR/$name.log.1"
-  setsid nohup "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  # 9>&-: a daemon must not inherit (and so keep holding) the cluster lock.
+  setsid nohup "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN_DIR/$name.pid"
   printf '%s\0' "$@" >"$RUN_DIR/$name.cmd"
 }

@@ -26,7 +26,7 @@ up() {
   # engine creates overlaps the cluster's pod or service ranges.
   nohup dockerd --host "unix://$SOCK" --data-root "$DATA_ROOT" --exec-root "$RUN_DIR/exec" \
     --pidfile "$PIDFILE" --bip 172.30.0.1/24 --default-address-pool base=172.31.0.0/16,size=24 \
-    >"$RUN_DIR/dockerd.log" 2>&1 &
+    >"$RUN_DIR/dockerd.log" 2>&1 </dev/null 9>&- &
   for _ in $(seq 1 60); do
     running && { printf 'export DOCKER_HOST=%s\n' "$DOCKER_HOST"; return; }
     sleep 1
