@@ -124,6 +124,40 @@ impl Drop for TorchThreads {
     }
 }
 
+/// The element-wise sums, over blocks of at most `block` rows of the
+/// row-major float32 matrix `x` (`d` columns), of the tensors `f` returns for
+/// each block (given as a `[rows, d]` tensor and its row range), computed on
+/// kiln's threads with single-threaded libtorch.
+pub fn sum_blocks<F>(x: &[f32], d: usize, block: usize, f: F) -> Vec<Tensor>
+where
+    F: Fn(&Tensor, Range<usize>) -> Vec<Tensor> + Sync,
+{
+    let n = x.len().checked_div(d).unwrap_or(0);
+    let parts = map_ranges(n, threads(), |range| {
+        let _guard = tch::no_grad_guard();
+        let mut acc: Option<Vec<Tensor>> = None;
+        for start in (range.start..range.end).step_by(block.max(1)) {
+            let rows = start..(start + block.max(1)).min(range.end);
+            let out = with_matrix(&x[rows.start * d..rows.end * d], d, |xb| {
+                f(xb, rows.clone())
+            });
+            acc = Some(match acc {
+                None => out,
+                Some(a) => a.iter().zip(&out).map(|(a, o)| a + o).collect(),
+            });
+        }
+        acc
+    });
+    let mut total: Option<Vec<Tensor>> = None;
+    for part in parts.into_iter().flatten() {
+        total = Some(match total {
+            None => part,
+            Some(t) => t.iter().zip(&part).map(|(t, p)| t + p).collect(),
+        });
+    }
+    total.unwrap_or_else(|| with_matrix(&[], d.max(1), |empty| f(empty, 0..0)))
+}
+
 /// Adds `b` into `a` element by element.
 pub fn add_into(a: &mut [f64], b: &[f64]) {
     a.iter_mut().zip(b).for_each(|(a, b)| *a += b);

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Task, emit_scores};
 use crate::hyper::{Kind, Spec};
 use crate::optim::{self, Optimizer, Param};
+use crate::par;
 use crate::run::Context;
 use crate::sgd::{self, GradModel, Rows};
 
@@ -242,21 +243,38 @@ fn score(
 fn normal_equations(ctx: &mut Context, x: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor)> {
     let _guard = tch::no_grad_guard();
     let d = x.size()[1];
-    let mut gram = Tensor::zeros([d + 1, d + 1], (TKind::Double, x.device()));
-    let mut xty = Tensor::zeros([d + 1], (TKind::Double, x.device()));
-    let n = x.size()[0];
-    for start in (0..n).step_by(65536) {
-        let len = 65536.min(n - start);
-        let xb = x.narrow(0, start, len).to_kind(TKind::Double);
+    // `[X 1]^T [X 1]` and `[X 1]^T y` of one block of rows.
+    let block_stats = |xb: &Tensor, yb: &Tensor| {
+        let len = xb.size()[0];
         let xb = Tensor::cat(
-            &[xb, Tensor::ones([len, 1], (TKind::Double, x.device()))],
+            &[
+                xb.to_kind(TKind::Double),
+                Tensor::ones([len, 1], (TKind::Double, xb.device())),
+            ],
             1,
         );
-        gram += xb.transpose(0, 1).matmul(&xb);
-        xty += xb
-            .transpose(0, 1)
-            .matmul(&y.narrow(0, start, len).to_kind(TKind::Double));
-    }
+        let xt = xb.transpose(0, 1);
+        vec![xt.matmul(&xb), xt.matmul(&yb.to_kind(TKind::Double))]
+    };
+    let y32 = y.to_kind(TKind::Float).contiguous();
+    let (gram, xty) = if let (Some(xs), Some(ys)) = (par::cpu_f32(x), par::cpu_f32(&y32)) {
+        let mut s = par::sum_blocks(xs, d as usize, 16384, |xb, rows| {
+            block_stats(xb, &Tensor::from_slice(&ys[rows]))
+        });
+        let xty = s.pop().expect("two sums");
+        (s.pop().expect("two sums"), xty)
+    } else {
+        let mut gram = Tensor::zeros([d + 1, d + 1], (TKind::Double, x.device()));
+        let mut xty = Tensor::zeros([d + 1], (TKind::Double, x.device()));
+        let n = x.size()[0];
+        for start in (0..n).step_by(65536) {
+            let len = 65536.min(n - start);
+            let s = block_stats(&x.narrow(0, start, len), &y.narrow(0, start, len));
+            gram += &s[0];
+            xty += &s[1];
+        }
+        (gram, xty)
+    };
     let summed = ctx.comm.sum(&[&gram, &xty])?;
     let rows = summed[0].double_value(&[d, d]);
     // L2 on the weights, not the bias, scaled like the SGD objective's mean loss.

@@ -10,6 +10,7 @@ use super::Algorithm;
 use crate::artifact::ModelMeta;
 use crate::error::{Error, Result};
 use crate::hyper::{Kind, Spec};
+use crate::par;
 use crate::run::Context;
 
 const SPECS: &[Spec] = &[
@@ -64,6 +65,32 @@ pub const ALGORITHM: Algorithm = Algorithm {
 /// `sum_rows(x)` and `x^T (x w)` (or `x^T x` when `w` is `None`), in f64, in blocks.
 fn pass(x: &Tensor, w: Option<&Tensor>, block: i64, device: Device) -> (Tensor, Tensor) {
     let _guard = tch::no_grad_guard();
+    if let (Some(xs), Device::Cpu) = (par::cpu_f32(x), device) {
+        let d = x.size()[1] as usize;
+        let w = w.map(|w| (Vec::<f64>::try_from(w.contiguous().view(-1)), w.size()));
+        let w = match w {
+            Some((Ok(data), size)) => Some((data, size)),
+            Some((Err(_), _)) => return pass_tensor(x, None, block, device),
+            None => None,
+        };
+        let mut s = par::sum_blocks(xs, d, block as usize, |xb, _| {
+            let xb = xb.to_kind(TKind::Double);
+            let acc = match &w {
+                Some((data, size)) => {
+                    let w = Tensor::from_slice(data).view(size.as_slice());
+                    xb.transpose(0, 1).matmul(&xb.matmul(&w))
+                }
+                None => xb.transpose(0, 1).matmul(&xb),
+            };
+            vec![xb.sum_dim_intlist(0, false, TKind::Double), acc]
+        });
+        let acc = s.pop().expect("two sums");
+        return (s.pop().expect("two sums"), acc);
+    }
+    pass_tensor(x, w, block, device)
+}
+
+fn pass_tensor(x: &Tensor, w: Option<&Tensor>, block: i64, device: Device) -> (Tensor, Tensor) {
     let (n, d) = (x.size()[0], x.size()[1]);
     let cols = w.map_or(d, |w| w.size()[1]);
     let mut sums = Tensor::zeros([d], (TKind::Double, device));
@@ -204,6 +231,23 @@ fn train(ctx: &mut Context) -> Result<()> {
 /// Mean squared error per value of projecting rows onto the components and back.
 pub fn reconstruction_mse(x: &Tensor, mean: &Tensor, components: &Tensor) -> f64 {
     let _guard = tch::no_grad_guard();
+    let (mean_c, comp_c) = (mean.contiguous(), components.contiguous());
+    if let (Some(xs), Some(m), Some(c)) = (
+        par::cpu_f32(x),
+        par::cpu_f32(&mean_c),
+        par::cpu_f32(&comp_c),
+    ) {
+        let d = x.size()[1] as usize;
+        let s = par::sum_blocks(xs, d, 16384, |xb, _| {
+            let mean = Tensor::from_slice(m);
+            let comp = Tensor::from_slice(c).view([-1, d as i64]);
+            let centered = xb - mean;
+            let back = centered.matmul(&comp.transpose(0, 1)).matmul(&comp);
+            vec![(centered - back).square().sum(TKind::Double)]
+        });
+        let values = (x.numel() as f64).max(1.0);
+        return s[0].double_value(&[]) / values;
+    }
     let c = x - mean;
     let back = c.matmul(&components.transpose(0, 1)).matmul(components);
     (c - back).square().mean(TKind::Double).double_value(&[])
