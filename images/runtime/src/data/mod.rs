@@ -146,14 +146,16 @@ pub fn channel_files(channel: &str, dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Reads a whole channel folder (one or many files).
 pub fn read_channel(channel: &str, dir: &Path, opts: &ReadOptions) -> Result<Dataset> {
-    let files = channel_files(channel, dir)?;
     let content_type = opts.content_type.as_deref();
-    let image_type = content_type.is_some_and(images::is_image_content_type);
+    if content_type.is_some_and(images::is_image_content_type) {
+        return read_images(channel, dir, opts);
+    }
+    let files = channel_files(channel, dir)?;
     let other_type = content_type.is_some_and(|ct| {
         let ct = ct.to_ascii_lowercase();
         ct.contains("csv") || ct.contains("parquet")
     });
-    if image_type || (!other_type && images::looks_like_images(&files, dir)) {
+    if !other_type && images::looks_like_images(&files, dir) {
         return read_images(channel, dir, opts);
     }
     let mut sink = RowSink::new(channel, opts);
