@@ -36,6 +36,9 @@ pub struct ModelMeta {
     /// Classes of a classifier; labels are `0..num_classes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_classes: Option<usize>,
+    /// Class names by label, when the classes came from image folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
     /// Every hyperparameter, defaults included.
     pub hyperparameters: BTreeMap<String, String>,
     /// Algorithm-specific description of how to use the tensors.
@@ -102,6 +105,7 @@ impl ModelMeta {
             task: task.into(),
             feature_dim,
             num_classes: None,
+            class_names: None,
             hyperparameters: BTreeMap::new(),
             model: serde_json::Value::Null,
             tensors: BTreeMap::new(),

@@ -42,29 +42,63 @@ pub struct Context {
     stop: Arc<AtomicBool>,
     /// Time spent reading channels, reported apart from training time.
     reading: std::cell::Cell<Duration>,
+    /// The train channel's image class names, once it is read.
+    classes: std::cell::RefCell<Option<Vec<String>>>,
 }
 
 impl Context {
     /// Reads a required channel: this rank's share of it.
     pub fn read(&self, channel: &str, has_label: bool) -> Result<Dataset> {
+        self.read_channel(channel, has_label, false)
+    }
+
+    /// Reads a whole channel on every rank (pipeline stages across ranks
+    /// each need every row).
+    pub fn read_all(&self, channel: &str, has_label: bool) -> Result<Dataset> {
+        self.read_channel(channel, has_label, true)
+    }
+
+    fn read_channel(&self, channel: &str, has_label: bool, all: bool) -> Result<Dataset> {
         let cfg = self
             .config
             .channels
             .get(channel)
             .cloned()
             .unwrap_or_default();
-        let (rank, world) = if cfg.sharded_by_key() {
+        let (rank, world) = if all || cfg.sharded_by_key() {
             (0, 1)
         } else {
             (self.comm.rank, self.comm.world)
         };
+        let train = channel == "train";
         let opts = ReadOptions {
             has_label,
             rank,
             world,
-            content_type: cfg.content_type.clone(),
+            content_type: cfg.content_type,
+            image_shape: self
+                .params
+                .as_map()
+                .contains_key("image_shape")
+                .then(|| self.params.int_list("image_shape")),
+            // Image class folders of other channels take the train
+            // channel's labels (every algorithm reads train first).
+            classes: if train {
+                None
+            } else {
+                self.classes.borrow().clone()
+            },
         };
-        self.timed(|| data::read_channel(channel, &self.paths.channel(channel), &opts))
+        let ds = self.timed(|| data::read_channel(channel, &self.paths.channel(channel), &opts))?;
+        if train {
+            self.classes.replace(ds.classes.clone());
+        }
+        Ok(ds)
+    }
+
+    /// Class names by label when the train channel holds image class folders.
+    pub fn class_names(&self) -> Option<Vec<String>> {
+        self.classes.borrow().clone()
     }
 
     fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
@@ -72,24 +106,6 @@ impl Context {
         let out = f();
         self.reading.set(self.reading.get() + start.elapsed());
         out
-    }
-
-    /// Reads a whole channel on every rank (pipeline stages across ranks
-    /// each need every row).
-    pub fn read_all(&self, channel: &str, has_label: bool) -> Result<Dataset> {
-        let cfg = self
-            .config
-            .channels
-            .get(channel)
-            .cloned()
-            .unwrap_or_default();
-        let opts = ReadOptions {
-            has_label,
-            rank: 0,
-            world: 1,
-            content_type: cfg.content_type,
-        };
-        self.timed(|| data::read_channel(channel, &self.paths.channel(channel), &opts))
     }
 
     /// Reads a whole optional channel (e.g. `validation`) on rank 0 only;
@@ -114,6 +130,9 @@ impl Context {
             return Ok(());
         }
         meta.hyperparameters = self.params.as_map().clone();
+        if meta.class_names.is_none() {
+            meta.class_names = self.class_names();
+        }
         meta.metrics = self.metrics.summary();
         artifact::write(&self.paths.model, meta, tensors)
     }
@@ -189,6 +208,7 @@ fn train(options: &Options, paths: Paths, stop: Arc<AtomicBool>) -> Result<()> {
         algorithm: algorithm.name,
         stop,
         reading: Default::default(),
+        classes: Default::default(),
     };
     let start = Instant::now();
     (algorithm.train)(&mut ctx)?;

@@ -181,3 +181,82 @@ fn text_channels_accept_both_formats_and_reject_bad_labels() {
         .channel_file("train", "a.txt", "no tab here\n");
     assert_fails(&bad, 2, "line 1: expected <label>");
 }
+
+/// A grey `side`x`side` PNG of one brightness in `channel/class/name`.
+fn png(job: &Job, channel: &str, class: &str, name: &str, side: u32, value: u8) {
+    let dir = job.root().join("input/data").join(channel).join(class);
+    std::fs::create_dir_all(&dir).unwrap();
+    image::GrayImage::from_pixel(side, side, image::Luma([value]))
+        .save(dir.join(name))
+        .unwrap();
+}
+
+fn images_job() -> Job {
+    let job = Job::new("image-classifier")
+        .hp("image_shape", "1,4,4")
+        .hp("epochs", 20)
+        .hp("mini_batch_size", 8);
+    for i in 0..12u8 {
+        // Dark and bright images, of several sizes (resized to 4x4).
+        let side = 3 + u32::from(i % 3);
+        png(&job, "train", "dark", &format!("{i}.png"), side, i * 5);
+        png(
+            &job,
+            "train",
+            "bright",
+            &format!("{i}.png"),
+            side,
+            200 + i * 4,
+        );
+    }
+    job
+}
+
+#[test]
+fn image_files_train_with_class_names_in_the_model() {
+    let job = images_job();
+    png(&job, "validation", "bright", "v.png", 8, 220);
+    png(&job, "validation", "dark", "v.png", 8, 20);
+    let config = job.root().join("input/config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("inputdataconfig.json"),
+        r#"{"train": {"ContentType": "application/x-image"}, "validation": {"ContentType": "image/png"}}"#,
+    )
+    .unwrap();
+    let out = job.run();
+    out.assert_ok();
+    assert_eq!(out.metric("validation:accuracy"), 1.0, "{out:#?}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job.root().join("model/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["class_names"], serde_json::json!(["bright", "dark"]));
+    assert_eq!(meta["num_classes"], 2);
+    assert_eq!(meta["feature_dim"], 16);
+}
+
+#[test]
+fn bad_image_channels_fail_clearly() {
+    let job = images_job();
+    std::fs::write(job.root().join("input/data/train/dark/broken.jpg"), "nope").unwrap();
+    assert_fails(&job, 2, "broken.jpg: not a decodable PNG or JPEG image");
+    let job = images_job();
+    png(&job, "validation", "grey", "v.png", 4, 100);
+    assert_fails(
+        &job,
+        2,
+        "channel validation: class folder \"grey\" is not a class of the train channel (bright, dark)",
+    );
+    let job = images_job();
+    std::fs::create_dir_all(job.root().join("input/data/train/empty")).unwrap();
+    assert_fails(&job, 2, "class folder \"empty\" is empty");
+    let job = images_job();
+    png(&job, "train", ".", "loose.png", 4, 0);
+    assert_fails(&job, 2, "mixes loose files");
+    let job = images_job().hp("num_classes", 1);
+    assert_fails(
+        &job,
+        2,
+        "hyperparameter num_classes: 1, but the train channel has 2 class folders (bright, dark)",
+    );
+}

@@ -1,8 +1,9 @@
 //! image-classifier: a small convolutional network (3x3 convolutions, ReLU,
-//! 2x2 max pooling, then two dense layers) on images given as pixel rows:
-//! a CSV or Parquet row is the label then `channels x height x width`
-//! pixel values in CHW order. Trained like mlp (data parallel, pipeline
-//! stages with micro-batches).
+//! 2x2 max pooling, then two dense layers) on images given as pixel rows
+//! (a CSV or Parquet row is the label then `channels x height x width`
+//! pixel values in CHW order) or as PNG/JPEG files in one folder per class,
+//! which the channel reader converts to such rows (data/images.rs). Trained
+//! like mlp (data parallel, pipeline stages with micro-batches).
 
 use super::Algorithm;
 use super::mlp::{NET_SPECS, train_net};
@@ -17,7 +18,7 @@ const SPECS: &[Spec] = &[
     Spec::required(
         "image_shape",
         Kind::IntList,
-        "channels,height,width of each image, e.g. 1,28,28",
+        "channels,height,width of each image, e.g. 1,28,28 (image files are converted and resized to it)",
     ),
     Spec::new(
         "predictor_type",

@@ -30,7 +30,7 @@ pub const NET_SPECS: &[Spec] = &[
             max: 100_000,
         },
         "0",
-        "classes of a classifier (labels 0..num_classes-1)",
+        "classes of a classifier (labels 0..num_classes-1); 0 with image class folders: one per folder",
     ),
     Spec::new(
         "normalize_data",
@@ -200,15 +200,28 @@ impl NetModel {
     }
 }
 
+/// `num_classes`, or with image class folders and `num_classes` 0, their
+/// number; fewer than the folders is an error.
+fn num_classes(given: i64, folders: Option<&[String]>) -> Result<i64> {
+    match folders {
+        Some(names) if given == 0 => Ok(names.len() as i64),
+        Some(names) if given < names.len() as i64 => Err(Error::hyper(
+            "num_classes",
+            format!(
+                "{given}, but the train channel has {} class folders ({})",
+                names.len(),
+                names.join(", ")
+            ),
+        )),
+        _ => Ok(given),
+    }
+}
+
 /// Trains a network whose layers `build(ctx, inputs, outputs)` returns.
 pub fn train_net(
     ctx: &mut Context,
     build: fn(&Context, i64, i64) -> Result<Vec<Layer>>,
 ) -> Result<()> {
-    let task = match ctx.params.str("predictor_type") {
-        "regressor" => Task::Regressor,
-        _ => Task::parse("multiclass_classifier", ctx.params.int("num_classes"))?,
-    };
     let device = ctx.device;
     // Stages on ranks: every rank reads every row; else ranks share the rows.
     let across = ctx.params.bool("pipeline_ranks") && ctx.comm.world > 1;
@@ -216,6 +229,13 @@ pub fn train_net(
         ctx.read_all("train", true)?
     } else {
         ctx.read("train", true)?
+    };
+    let task = match ctx.params.str("predictor_type") {
+        "regressor" => Task::Regressor,
+        _ => Task::parse(
+            "multiclass_classifier",
+            num_classes(ctx.params.int("num_classes"), train.classes.as_deref())?,
+        )?,
     };
     let y = task.prepare_labels("train", train.labels("train")?)?;
     let validation = ctx.read_eval("validation", true)?;

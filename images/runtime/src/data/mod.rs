@@ -7,8 +7,12 @@
 //! stream and keeps rows `i` with `i % world == rank`: local row `j` is global
 //! row `j * world + rank`, which lets the trainers rebuild the exact global
 //! batches of a one-rank run.
+//!
+//! A channel of image files (see [`images`]) gives one row per image, its
+//! pixels resized to `image_shape`, and the class names of its folders.
 
 mod csv;
+pub mod images;
 mod parquet;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +59,12 @@ pub struct ReadOptions {
     pub world: usize,
     /// The `ContentType` of `inputdataconfig.json`, if any.
     pub content_type: Option<String>,
+    /// Image files: channels, height and width of the rows (the
+    /// `image_shape` hyperparameter); `None` takes the first image's.
+    pub image_shape: Option<Vec<i64>>,
+    /// Image class folders: the train channel's class names, which an
+    /// evaluation channel must use; `None` numbers this channel's own.
+    pub classes: Option<Vec<String>>,
 }
 
 impl Default for ReadOptions {
@@ -64,6 +74,8 @@ impl Default for ReadOptions {
             rank: 0,
             world: 1,
             content_type: None,
+            image_shape: None,
+            classes: None,
         }
     }
 }
@@ -75,6 +87,8 @@ pub struct Dataset {
     pub y: Option<Tensor>,
     /// Rows in the whole channel (all ranks together).
     pub global_rows: usize,
+    /// Class names by label, for image files in class folders.
+    pub classes: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -132,7 +146,18 @@ pub fn channel_files(channel: &str, dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Reads a whole channel folder (one or many files).
 pub fn read_channel(channel: &str, dir: &Path, opts: &ReadOptions) -> Result<Dataset> {
+    let content_type = opts.content_type.as_deref();
+    if content_type.is_some_and(images::is_image_content_type) {
+        return read_images(channel, dir, opts);
+    }
     let files = channel_files(channel, dir)?;
+    let other_type = content_type.is_some_and(|ct| {
+        let ct = ct.to_ascii_lowercase();
+        ct.contains("csv") || ct.contains("parquet")
+    });
+    if !other_type && images::looks_like_images(&files, dir) {
+        return read_images(channel, dir, opts);
+    }
     let mut sink = RowSink::new(channel, opts);
     for file in &files {
         sink.file = file.clone();
@@ -142,6 +167,20 @@ pub fn read_channel(channel: &str, dir: &Path, opts: &ReadOptions) -> Result<Dat
         }
     }
     sink.finish()
+}
+
+fn read_images(channel: &str, dir: &Path, opts: &ReadOptions) -> Result<Dataset> {
+    let shape = opts
+        .image_shape
+        .as_deref()
+        .map(images::shape_from)
+        .transpose()?;
+    let listing = images::scan(channel, dir, opts.classes.as_deref())?;
+    let mut sink = RowSink::new(channel, opts);
+    images::read(channel, &listing, shape, &mut sink)?;
+    let mut ds = sink.finish()?;
+    ds.classes = listing.classes;
+    Ok(ds)
 }
 
 /// Where readers push rows: checks them, keeps this rank's share, and packs
@@ -175,6 +214,16 @@ impl<'a> RowSink<'a> {
             self.channel,
             format!("{} {where_}: {reason}", self.file.display()),
         )
+    }
+
+    /// Whether the next row belongs to another rank; it is then counted as
+    /// read, so a reader can skip decoding it.
+    pub(crate) fn skip_other_rank(&mut self) -> bool {
+        let other = self.seen % self.opts.world != self.opts.rank;
+        if other {
+            self.seen += 1;
+        }
+        other
     }
 
     /// One row: all values, label first when the channel has labels.
@@ -263,6 +312,7 @@ impl<'a> RowSink<'a> {
             x,
             y,
             global_rows: self.seen,
+            classes: None,
         })
     }
 }
