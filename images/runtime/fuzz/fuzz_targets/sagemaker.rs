@@ -4,9 +4,18 @@
 
 use libfuzzer_sys::fuzz_target;
 
-mod parsers;
-use parsers::serve::codec::{self, Expect, Format};
-use parsers::serve::predictions::{Predictions, Shape};
+// The parsers' source files, compiled as they are in kiln-runtime.
+#[allow(dead_code)]
+#[path = "../../src/serve/codec.rs"]
+mod codec;
+#[allow(dead_code)]
+#[path = "../../src/serve/predictions.rs"]
+mod predictions;
+#[allow(dead_code)]
+#[path = "../../src/serve/v2.rs"]
+mod v2;
+use codec::{Expect, Format};
+use predictions::{Predictions, Shape};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, body)) = data.split_first() else {
@@ -24,11 +33,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(rows > 0);
         if let Expect::Features(d) = expect {
             match &input {
-                parsers::serve::predictions::Input::Rows { values, .. } => {
+                predictions::Input::Rows { values, .. } => {
                     assert_eq!(values.len(), rows * d);
                     assert!(values.iter().all(|v| v.is_finite()));
                 }
-                parsers::serve::predictions::Input::Texts(_) => panic!("texts for a tabular model"),
+                predictions::Input::Texts(_) => panic!("texts for a tabular model"),
             }
         }
         let shapes = [Shape::Regressor, Shape::Binary, Shape::Multiclass, Shape::Label, Shape::Clustering, Shape::Projection];

@@ -4,10 +4,18 @@
 
 use libfuzzer_sys::fuzz_target;
 
-mod parsers;
-use parsers::serve::codec::Expect;
-use parsers::serve::predictions::{Input, Predictions, Shape};
-use parsers::serve::v2;
+// The parsers' source files, compiled as they are in kiln-runtime.
+#[allow(dead_code)]
+#[path = "../../src/serve/codec.rs"]
+mod codec;
+#[allow(dead_code)]
+#[path = "../../src/serve/predictions.rs"]
+mod predictions;
+#[allow(dead_code)]
+#[path = "../../src/serve/v2.rs"]
+mod v2;
+use codec::Expect;
+use predictions::{Input, Predictions, Shape};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
