@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -278,10 +279,14 @@ async fn parse_off_thread<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-async fn invocations(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+// The hot handlers take the request whole: the `HeaderMap` extractor
+// would copy the headers.
+async fn invocations(State(app): State<Arc<App>>, request: Request) -> Response {
     let start = Instant::now();
-    let target = header_str(&headers, TARGET_MODEL).map(str::to_string);
-    let reply = invoke(&app, target.as_deref(), &headers, body).await;
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let target = header_str(headers, TARGET_MODEL);
+    let reply = invoke(&app, target, headers, body).await;
     finish(&app, "invocations", start, reply)
 }
 
@@ -523,11 +528,11 @@ async fn v2_model_version_ready(
 async fn v2_infer(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let start = Instant::now();
-    let reply = v2_infer_reply(&app, &name, None, &headers, body).await;
+    let (parts, body) = request.into_parts();
+    let reply = v2_infer_reply(&app, &name, None, &parts.headers, body).await;
     finish(&app, "v2_infer", start, reply)
 }
 

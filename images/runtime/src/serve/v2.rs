@@ -68,6 +68,9 @@ pub fn parse_infer(
         )));
     };
     let input = parse_tensor(tensor, &mut binary, expect)?;
+    if input.rows() == 0 {
+        return Err(BadInput::new("the request holds no rows"));
+    }
     if !binary.is_empty() {
         return Err(BadInput::new(format!(
             "{} bytes of binary data are not claimed by any input",
@@ -193,9 +196,15 @@ fn parse_tensor(t: &Value, binary: &mut &[u8], expect: Expect) -> Result<Input, 
             Input::Texts(texts)
         }
         Expect::Features(d) => {
+            // Checked: with a zero first size, `count` is 0 however large
+            // the trailing sizes are.
+            let trailing = shape
+                .get(1..)
+                .filter(|r| !r.is_empty())
+                .and_then(|r| r.iter().try_fold(1usize, |a, &b| a.checked_mul(b)));
             let rows = match shape[..] {
                 [n] if n == d => 1,
-                [n, ref rest @ ..] if !rest.is_empty() && rest.iter().product::<usize>() == d => n,
+                [n, ..] if trailing == Some(d) => n,
                 _ => {
                     return Err(ctx(format!(
                         "shape {shape:?} is not [rows, {d}]: the model takes {d} features"
@@ -530,6 +539,14 @@ mod tests {
         assert!(parse_infer(body, None, Expect::Features(2)).is_err());
         let body = br#"{"inputs":[{"name":"x","shape":[99999999999,99999999999],"datatype":"FP32","data":[1,2]}]}"#;
         assert!(parse_infer(body, None, Expect::Features(2)).is_err());
+        // Found by the fuzzer: no rows, but trailing sizes whose product
+        // overflows (a panic with overflow checks, a wrong match without).
+        let body = br#"{"inputs":[{"name":"x","shape":[0,2997999999999998,99990],"datatype":"FP32","data":[]}]}"#;
+        let e = parse_infer(body, None, Expect::Features(2)).unwrap_err();
+        assert!(e.0.contains("is not [rows, 2]"), "{e}");
+        let body = br#"{"inputs":[{"name":"x","shape":[0,2],"datatype":"FP32","data":[]}]}"#;
+        let e = parse_infer(body, None, Expect::Features(2)).unwrap_err();
+        assert_eq!(e.0, "the request holds no rows");
     }
 
     #[test]
