@@ -90,11 +90,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        if let Ok(process) =
-            std::panic::catch_unwind(|| prometheus::process_collector::ProcessCollector::for_self())
-        {
-            let _ = registry.register(Box::new(process));
-        }
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         Metrics {
             registry,
             requests,
