@@ -14,7 +14,9 @@ source "$here/../../e2e/tools/common.sh"
 
 case "${1:-}" in
   clients) name=tritonclient-2.73.0; packages=("tritonclient[http]==2.73.0" "numpy<3") ;;
-  mlserver) name=mlserver-1.7.1; packages=("mlserver==1.7.1" "mlserver-sklearn==1.7.1" "scikit-learn==1.7.2") ;;
+  # uvloop 0.22 and later refuse asyncio.get_event_loop(), which MLServer
+  # 1.7.1 calls in its inference workers.
+  mlserver) name=mlserver-1.7.1-uvloop-0.21; packages=("mlserver==1.7.1" "mlserver-sklearn==1.7.1" "scikit-learn==1.7.2" "uvloop==0.21.0") ;;
   *) die "usage: $0 clients|mlserver" ;;
 esac
 venv="$KILN_CACHE/venv/$name"
