@@ -42,7 +42,9 @@ pub struct Model {
     predictor: Predictor,
 }
 
-enum Predictor {
+/// The models that are plain f32 data (linear-learner, kmeans, pca).
+#[derive(Clone)]
+enum Plain {
     Linear {
         d: usize,
         o: usize,
@@ -58,6 +60,10 @@ enum Predictor {
         components: Vec<f32>,
         mean: Vec<f32>,
     },
+}
+
+enum Predictor {
+    Plain(Plain),
     Knn {
         points: Tensor,
         labels: Tensor,
@@ -166,7 +172,11 @@ impl Model {
                 let bias = floats(&take(&mut tensors, "bias", &[o])?)?;
                 let (shape, width) = supervised(task);
                 let (d, o) = (d as usize, o as usize);
-                (Predictor::Linear { d, o, weight, bias }, shape, width)
+                (
+                    Predictor::Plain(Plain::Linear { d, o, weight, bias }),
+                    shape,
+                    width,
+                )
             }
             "kmeans" => {
                 let centers = floats(&take(&mut tensors, "centers", &[-1, d])?)?;
@@ -174,7 +184,11 @@ impl Model {
                     return Err("kmeans without centers".into());
                 }
                 let d = d as usize;
-                (Predictor::Kmeans { d, centers }, Shape::Clustering, 1)
+                (
+                    Predictor::Plain(Plain::Kmeans { d, centers }),
+                    Shape::Clustering,
+                    1,
+                )
             }
             "pca" => {
                 let components = take(&mut tensors, "components", &[-1, d])?;
@@ -182,11 +196,11 @@ impl Model {
                 let components = floats(&components)?;
                 let mean = floats(&take(&mut tensors, "mean", &[d])?)?;
                 let d = d as usize;
-                let p = Predictor::Pca {
+                let p = Predictor::Plain(Plain::Pca {
                     d,
                     components,
                     mean,
-                };
+                });
                 (p, Shape::Projection, c)
             }
             "knn" => {
@@ -276,60 +290,24 @@ impl Model {
         Ok(Model { info, predictor })
     }
 
+    /// A copy that the HTTP threads may run, for plain-data models.
+    pub fn plain(&self) -> Option<PlainModel> {
+        match &self.predictor {
+            Predictor::Plain(p) => Some(PlainModel {
+                info: self.info.clone(),
+                plain: p.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Predictions for every row of `input` (of the kind [`ModelInfo::expect`] says).
     pub fn predict(&self, input: &Input) -> Predictions {
         let rows = input.rows();
-        let (shape, width) = (self.info.shape, self.info.width);
-        let mut out = Predictions {
-            shape,
-            rows,
-            width,
-            labels: Vec::with_capacity(if shape.has_label() { rows } else { 0 }),
-            values: Vec::with_capacity(rows * width),
-        };
+        let mut out = empty(&self.info, rows);
         let _guard = tch::no_grad_guard();
         match (&self.predictor, input) {
-            (Predictor::Linear { d, o, weight, bias }, Input::Rows { values, .. }) => {
-                let mut logits = vec![0f32; *o];
-                for x in values.chunks_exact(*d) {
-                    logits.copy_from_slice(bias);
-                    for (xi, w) in x.iter().zip(weight.chunks_exact(*o)) {
-                        for (l, wj) in logits.iter_mut().zip(w) {
-                            *l += xi * wj;
-                        }
-                    }
-                    push_supervised(&mut out, &logits);
-                }
-            }
-            (Predictor::Kmeans { d, centers }, Input::Rows { values, .. }) => {
-                for x in values.chunks_exact(*d) {
-                    let (best, dist) = centers
-                        .chunks_exact(*d)
-                        .map(|c| x.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum::<f32>())
-                        .enumerate()
-                        .fold(
-                            (0, f32::INFINITY),
-                            |acc, (i, s)| if s < acc.1 { (i, s) } else { acc },
-                        );
-                    out.labels.push(best as i64);
-                    out.values.push(dist.sqrt());
-                }
-            }
-            (
-                Predictor::Pca {
-                    d,
-                    components,
-                    mean,
-                },
-                Input::Rows { values, .. },
-            ) => {
-                for x in values.chunks_exact(*d) {
-                    for c in components.chunks_exact(*d) {
-                        let dot = x.iter().zip(mean).zip(c).map(|((xi, m), ci)| (xi - m) * ci);
-                        out.values.push(dot.sum());
-                    }
-                }
-            }
+            (Predictor::Plain(p), Input::Rows { values, .. }) => p.predict_into(&mut out, values),
             (
                 Predictor::Knn {
                     points,
@@ -403,6 +381,86 @@ impl Model {
             }
             _ => out.values = floats(&(y.reshape([-1]) * std + mean)).unwrap_or_default(),
         }
+    }
+}
+
+impl Plain {
+    /// Appends the predictions of rows `values` to `out`.
+    fn predict_into(&self, out: &mut Predictions, values: &[f32]) {
+        match self {
+            Plain::Linear { d, o, weight, bias } => {
+                let mut logits = vec![0f32; *o];
+                for x in values.chunks_exact(*d) {
+                    logits.copy_from_slice(bias);
+                    for (xi, w) in x.iter().zip(weight.chunks_exact(*o)) {
+                        for (l, wj) in logits.iter_mut().zip(w) {
+                            *l += xi * wj;
+                        }
+                    }
+                    push_supervised(out, &logits);
+                }
+            }
+            Plain::Kmeans { d, centers } => {
+                for x in values.chunks_exact(*d) {
+                    let (best, dist) = centers
+                        .chunks_exact(*d)
+                        .map(|c| x.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum::<f32>())
+                        .enumerate()
+                        .fold(
+                            (0, f32::INFINITY),
+                            |acc, (i, s)| if s < acc.1 { (i, s) } else { acc },
+                        );
+                    out.labels.push(best as i64);
+                    out.values.push(dist.sqrt());
+                }
+            }
+            Plain::Pca {
+                d,
+                components,
+                mean,
+            } => {
+                for x in values.chunks_exact(*d) {
+                    for c in components.chunks_exact(*d) {
+                        let dot = x.iter().zip(mean).zip(c).map(|((xi, m), ci)| (xi - m) * ci);
+                        out.values.push(dot.sum());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A plain-data model that any thread may run: with no batching delay
+/// the HTTP threads answer these models themselves, since batching their
+/// per-row arithmetic gains nothing and the two thread hand-offs cost more
+/// than the prediction (SERVE.md).
+#[derive(Clone)]
+pub struct PlainModel {
+    pub info: ModelInfo,
+    plain: Plain,
+}
+
+impl PlainModel {
+    /// Predictions for every row of `input`.
+    pub fn predict(&self, input: &Input) -> Predictions {
+        let mut out = empty(&self.info, input.rows());
+        if let Input::Rows { values, .. } = input {
+            self.plain.predict_into(&mut out, values);
+        } else {
+            out.rows = 0;
+        }
+        out
+    }
+}
+
+fn empty(info: &ModelInfo, rows: usize) -> Predictions {
+    let (shape, width) = (info.shape, info.width);
+    Predictions {
+        shape,
+        rows,
+        width,
+        labels: Vec::with_capacity(if shape.has_label() { rows } else { 0 }),
+        values: Vec::with_capacity(rows * width),
     }
 }
 

@@ -6,14 +6,16 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
+use prometheus::Histogram;
 use tch::Device;
 use tokio::sync::oneshot;
 
 use super::metrics::Metrics;
-use super::model::{Model, ModelInfo};
+use super::model::{Model, ModelInfo, PlainModel};
 use super::predictions::{Input, Predictions};
 
 /// How requests are grouped.
@@ -47,6 +49,10 @@ struct Job {
 pub struct Worker {
     pub info: ModelInfo,
     jobs: Sender<Job>,
+    /// With no batching delay, a plain-data model answered on the caller's
+    /// thread (see [`PlainModel`]).
+    inline: Option<Arc<PlainModel>>,
+    batch_size: Histogram,
 }
 
 impl Worker {
@@ -59,6 +65,7 @@ impl Worker {
         batching: Batching,
         metrics: Metrics,
     ) -> Result<Worker, String> {
+        let batch_size = metrics.batch_size(&name);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (jobs, rx) = mpsc::channel::<Job>();
         let thread_name = format!("model-{}", name.chars().take(8).collect::<String>());
@@ -77,21 +84,40 @@ impl Worker {
                     }
                 };
                 metrics.model_loaded(&name, started.elapsed());
-                if ready_tx.send(Ok(model.info.clone())).is_err() {
+                let inline = if batching.max_delay.is_zero() {
+                    model.plain()
+                } else {
+                    None
+                };
+                if ready_tx.send(Ok((model.info.clone(), inline))).is_err() {
                     return;
                 }
                 serve(&model, &rx, batching, &metrics, &name);
                 tracing::info!(model = %name, "model worker stopped");
             })
             .map_err(|e| format!("cannot start a worker thread: {e}"))?;
-        let info = ready_rx
+        let (info, inline) = ready_rx
             .await
             .map_err(|_| "the model worker stopped while loading".to_string())??;
-        Ok(Worker { info, jobs })
+        Ok(Worker {
+            info,
+            jobs,
+            inline: inline.map(Arc::new),
+            batch_size,
+        })
     }
 
     /// Predictions for `input`, from the next batch.
     pub async fn predict(&self, input: Input) -> Result<Predictions, WorkerError> {
+        if let Some(plain) = &self.inline {
+            self.batch_size.observe(1.0);
+            let p = plain.predict(&input);
+            return if p.rows == input.rows() && p.is_consistent() {
+                Ok(p)
+            } else {
+                Err(WorkerError::Failed("inconsistent predictions".into()))
+            };
+        }
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job { input, reply })
