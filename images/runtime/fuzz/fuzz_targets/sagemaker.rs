@@ -40,7 +40,14 @@ fuzz_target!(|data: &[u8]| {
                 predictions::Input::Texts(_) => panic!("texts for a tabular model"),
             }
         }
-        let shapes = [Shape::Regressor, Shape::Binary, Shape::Multiclass, Shape::Label, Shape::Clustering, Shape::Projection];
+        let shapes = [
+            Shape::Regressor,
+            Shape::Binary,
+            Shape::Multiclass,
+            Shape::Label,
+            Shape::Clustering,
+            Shape::Projection,
+        ];
         let shape = shapes[usize::from(sel >> 4) % shapes.len()];
         let width = match shape {
             Shape::Label => 0,

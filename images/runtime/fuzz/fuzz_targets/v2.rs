@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
     };
     // Half the inputs carry an Inference-Header-Content-Length.
     let (json_len, body) = if sel & 1 == 1 && rest.len() >= 2 {
-        (Some(usize::from(u16::from_le_bytes([rest[0], rest[1]]))), &rest[2..])
+        (
+            Some(usize::from(u16::from_le_bytes([rest[0], rest[1]]))),
+            &rest[2..],
+        )
     } else {
         (None, rest)
     };
