@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 HELM = $(shell e2e/tools/helm.sh)
 
-.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds images bench-train
+.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds images bench-train bench-serve fuzz-serve
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,16 @@ bench-train: ## kiln-runtime train vs scikit-learn: times, ratios and the k-mean
 	eval "$$(images/runtime/torch-env.sh --with-sklearn)" && \
 	  $(CARGO) build --release --locked -p kiln-runtime && \
 	  python images/runtime/bench/bench_train.py "$$(realpath "$${CARGO_TARGET_DIR:-target}")/release/kiln-runtime" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-train"
+
+bench-serve: ## kiln-runtime serve vs MLServer and the bare HTTP limit: req/s, p50, p99 and ratios (wrk)
+	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || { echo "bench-serve needs wrk (apt-get install wrk)"; exit 1; }
+	py="$$(images/runtime/python-env.sh mlserver)" && \
+	  $(TORCH_ENV) $(CARGO) build --release --locked -p kiln-runtime --bin kiln-runtime --example bare_http && \
+	  target="$$(realpath "$${CARGO_TARGET_DIR:-target}")/release" && \
+	  "$$py" images/runtime/bench/bench_serve.py "$$target/kiln-runtime" "$$target/examples/bare_http" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-serve"
+
+fuzz-serve: ## fuzz the server's request parsers (FUZZ_SECONDS per target, default 120)
+	images/runtime/fuzz/run.sh $${FUZZ_SECONDS:-120}
 
 # ---- The local Kubernetes (e2e/, see README.md "The local cluster") ----
 .PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-reclaim cluster-logs cluster-images test-e2e test-e2e-scale demo

@@ -2,7 +2,8 @@
 //! algorithm on the SageMaker training contract (see [`contract`]): it reads
 //! channels ([`data`]), trains on CPU or CUDA with libtorch, all-reduces
 //! between ranks ([`dist`]), checkpoints ([`checkpoint`]), reports metrics
-//! ([`metrics`]) and writes a model artifact ([`artifact`]).
+//! ([`metrics`]) and writes a model artifact ([`artifact`]). `serve`
+//! ([`serve`]) answers predictions from those artifacts over HTTP.
 
 pub mod algo;
 pub mod artifact;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod optim;
 pub mod par;
 pub mod run;
+pub mod serve;
 pub mod sgd;
 
 pub use error::{Error, Result};

@@ -1,18 +1,19 @@
 //! The `kiln-runtime` binary: `train` runs a built-in algorithm on the
-//! SageMaker training contract; `describe` prints an algorithm's
-//! hyperparameters.
+//! SageMaker training contract; `serve` serves its models (SageMaker
+//! inference contract and Open Inference Protocol); `describe` prints an
+//! algorithm's hyperparameters.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln_runtime::{algo, run};
+use kiln_runtime::{algo, run, serve};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "kiln-runtime",
     version,
-    about = "Kiln's runtime: built-in training algorithms"
+    about = "Kiln's runtime: built-in training algorithms and their model server"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Train a built-in algorithm (the SageMaker container argument `train`).
     Train(TrainArgs),
+    /// Serve models (the SageMaker container argument `serve`).
+    Serve(ServeArgs),
     /// Print an algorithm's hyperparameters as a Markdown table.
     Describe {
         /// The algorithm, e.g. `kmeans`.
@@ -49,6 +52,50 @@ struct TrainArgs {
     rendezvous_timeout: u64,
 }
 
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, env = "SAGEMAKER_BIND_TO_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "KILN_SERVE_ADDRESS", default_value = "0.0.0.0")]
+    address: std::net::IpAddr,
+    /// The model (single-model mode): a folder holding model.json and
+    /// model.safetensors, or a file:// URI.
+    #[arg(long, env = "KILN_MODEL_URI", default_value = "/opt/ml/model")]
+    model: String,
+    /// The model's name in the Open Inference Protocol routes.
+    #[arg(long, env = "KILN_MODEL_NAME", default_value = "model")]
+    model_name: String,
+    /// Multi-model mode: models are loaded through the /models API.
+    #[arg(long, env = "SAGEMAKER_MULTI_MODEL")]
+    multi_model: bool,
+    /// Folder that relative model URLs of the /models API are under.
+    #[arg(long, env = "KILN_MODEL_ROOT", default_value = "/opt/ml/models")]
+    model_root: PathBuf,
+    /// Most rows answered by one forward pass.
+    #[arg(long, env = "KILN_MAX_BATCH_SIZE", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_batch_size: u32,
+    /// Longest a request waits for others to join its batch, milliseconds
+    /// (0: batch only what is already queued).
+    #[arg(long, env = "KILN_MAX_BATCH_DELAY_MS", default_value_t = 0.0)]
+    max_batch_delay_ms: f64,
+    /// Largest request body, bytes (SageMaker's limit: 6 MB).
+    #[arg(long, env = "KILN_MAX_PAYLOAD_BYTES", default_value_t = 6 * 1024 * 1024)]
+    max_payload_bytes: usize,
+    /// `auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
+    device: String,
+    /// Bound on the loaded models' tensors, bytes (multi-model mode; least
+    /// recently used models are unloaded past it). Default: half the memory.
+    #[arg(long, env = "KILN_MODEL_MEMORY_BYTES")]
+    model_memory_bytes: Option<u64>,
+    /// Threads answering HTTP (default: one per CPU).
+    #[arg(long, env = "KILN_HTTP_THREADS")]
+    http_threads: Option<usize>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -62,6 +109,28 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Serve(args) => {
+            let config = serve::Config {
+                bind: std::net::SocketAddr::new(args.address, args.port),
+                model: args.model,
+                model_name: args.model_name,
+                multi_model: args.multi_model,
+                model_root: args.model_root,
+                batching: serve::worker::Batching {
+                    max_batch: args.max_batch_size as usize,
+                    max_delay: serve::millis(args.max_batch_delay_ms),
+                },
+                payload_limit: args.max_payload_bytes,
+                device: args.device,
+                memory_limit: args
+                    .model_memory_bytes
+                    .unwrap_or_else(serve::default_memory_limit),
+                http_threads: args
+                    .http_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            };
+            ExitCode::from(serve::main(config) as u8)
+        }
         Command::Train(args) => {
             let options = run::Options {
                 algorithm: args.algorithm,

@@ -143,7 +143,7 @@ impl Context {
     }
 }
 
-fn pick_device(name: &str) -> Result<Device> {
+pub(crate) fn pick_device(name: &str) -> Result<Device> {
     let bad = |why: &str| Error::Config {
         path: "--device".into(),
         reason: format!("{name:?}: {why}"),

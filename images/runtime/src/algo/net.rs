@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 use crate::optim::Param;
 
 /// One layer; serialized into `model.json` so a server can rebuild the net.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Layer {
     Linear {

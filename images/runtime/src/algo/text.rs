@@ -234,16 +234,24 @@ impl BagModel {
     }
 
     fn forward(&self, ids: &Tensor) -> Tensor {
-        let (b, l) = (ids.size()[0], ids.size()[1]);
-        let emb = self.params[0]
-            .tensor
-            .index_select(0, &ids.view(-1))
-            .view([b, l, -1]);
-        let mask = ids.ne(0).to_kind(TKind::Float).unsqueeze(2);
-        let mean = (emb * &mask).sum_dim_intlist(1, false, TKind::Float)
-            / mask.sum_dim_intlist(1, false, TKind::Float).clamp_min(1.0);
-        mean.matmul(&self.params[1].tensor) + &self.params[2].tensor
+        bag_logits(
+            &self.params[0].tensor,
+            &self.params[1].tensor,
+            &self.params[2].tensor,
+            ids,
+        )
     }
+}
+
+/// Class logits of padded token ids `[n, len]` (0 pads): the mean of the
+/// documents' embedding rows `@ weight + bias`. Training and serving share it.
+pub fn bag_logits(embedding: &Tensor, weight: &Tensor, bias: &Tensor, ids: &Tensor) -> Tensor {
+    let (b, l) = (ids.size()[0], ids.size()[1]);
+    let emb = embedding.index_select(0, &ids.view(-1)).view([b, l, -1]);
+    let mask = ids.ne(0).to_kind(TKind::Float).unsqueeze(2);
+    let mean = (emb * &mask).sum_dim_intlist(1, false, TKind::Float)
+        / mask.sum_dim_intlist(1, false, TKind::Float).clamp_min(1.0);
+    mean.matmul(weight) + bias
 }
 
 impl GradModel for BagModel {

@@ -2,6 +2,8 @@
 //! files, channels, then the exit code, metrics, model and failure file.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

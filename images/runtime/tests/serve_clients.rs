@@ -1,0 +1,50 @@
+//! A client Kiln did not write: Triton's Python HTTP client (tritonclient,
+//! installed from the package index into a cached virtual environment by
+//! python-env.sh) against `kiln-runtime serve`'s Open Inference Protocol.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::Job;
+use common::server::{Server, dataset, train};
+
+#[test]
+fn tritonclient_talks_to_the_v2_api() {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let env = Command::new(here.join("python-env.sh"))
+        .arg("clients")
+        .output()
+        .unwrap();
+    assert!(
+        env.status.success(),
+        "python-env.sh clients: {}",
+        String::from_utf8_lossy(&env.stderr)
+    );
+    let python = String::from_utf8(env.stdout).unwrap().trim().to_string();
+    let model = train(
+        "clients-iris",
+        Job::new("linear-learner")
+            .channel_from("train", &dataset("iris", "train"))
+            .hp("predictor_type", "multiclass_classifier")
+            .hp("num_classes", 3)
+            .hp("epochs", 40)
+            .hp("learning_rate", 0.05),
+    );
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--model-name", "iris"]);
+    let out = Command::new(python)
+        .arg(here.join("tests/clients/triton_v2.py"))
+        .arg(server.addr.to_string())
+        .arg("iris")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "triton_v2.py failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+}
