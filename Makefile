@@ -48,7 +48,7 @@ bench-train: ## kiln-runtime train vs scikit-learn: times, ratios and the k-mean
 	  python images/runtime/bench/bench_train.py "$$(realpath "$${CARGO_TARGET_DIR:-target}")/release/kiln-runtime" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-train"
 
 bench-serve: ## kiln-runtime serve vs MLServer and the bare HTTP limit: req/s, p50, p99 and ratios (wrk)
-	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || { echo "bench-serve needs wrk (apt-get install wrk)"; exit 1; }
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk; } >/dev/null || { echo "bench-serve needs wrk (apt-get install wrk)"; exit 1; }
 	py="$$(images/runtime/python-env.sh mlserver)" && \
 	  $(TORCH_ENV) $(CARGO) build --release --locked -p kiln-runtime --bin kiln-runtime --example bare_http && \
 	  target="$$(realpath "$${CARGO_TARGET_DIR:-target}")/release" && \
