@@ -97,8 +97,9 @@ fn nearest_avx2<const R: usize>(
     c_sq: &[f32],
 ) -> [(usize, f32); R] {
     use std::arch::x86_64::{
-        __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps,
-        _mm256_storeu_ps,
+        __m256, _CMP_EQ_OQ, _mm_cvtss_f32, _mm_min_ps, _mm_min_ss, _mm_movehl_ps, _mm_shuffle_ps,
+        _mm256_castps256_ps128, _mm256_cmp_ps, _mm256_extractf128_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_movemask_ps, _mm256_set1_ps, _mm256_setzero_ps,
     };
     assert!(rows.len() >= R * d && ct.len() >= c_sq.len() / LANES * d * LANES);
     let mut best = [(0usize, f32::INFINITY); R];
@@ -115,16 +116,22 @@ fn nearest_avx2<const R: usize>(
                 }
             }
         }
+        // The argmin without a branch per center: `|c|^2 - 2 x.c` for the 8
+        // centers (2 x.c is exact, so this rounds like the scalar path), the
+        // smallest by a min-reduction, its first lane from a compare mask.
         let cs = &c_sq[g * LANES..(g + 1) * LANES];
+        // SAFETY: `cs` holds 8 floats.
+        let cs = unsafe { _mm256_loadu_ps(cs.as_ptr()) };
         for (r, a) in acc.iter().enumerate() {
-            let mut dot = [0f32; LANES];
-            // SAFETY: `dot` holds 8 floats.
-            unsafe { _mm256_storeu_ps(dot.as_mut_ptr(), *a) };
-            for l in 0..LANES {
-                let v = cs[l] - 2.0 * dot[l];
-                if v < best[r].1 {
-                    best[r] = (g * LANES + l, v);
-                }
+            let dist = _mm256_fmadd_ps(_mm256_set1_ps(-2.0), *a, cs);
+            let m = _mm_min_ps(_mm256_castps256_ps128(dist), _mm256_extractf128_ps(dist, 1));
+            let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+            let v = _mm_cvtss_f32(m);
+            if v < best[r].1 {
+                let eq = _mm256_cmp_ps(dist, _mm256_set1_ps(v), _CMP_EQ_OQ);
+                let lane = (_mm256_movemask_ps(eq) as u32).trailing_zeros() as usize;
+                best[r] = (g * LANES + lane.min(LANES - 1), v);
             }
         }
     }
