@@ -18,9 +18,15 @@ NAMESPACE=kiln-system
 # the chart's kubeVersion (>=1.30) refuses that.
 KUBE_VERSION=1.36.0
 HELM=$(e2e/tools/helm.sh)
-# PyYAML reads the rendered manifests; Debian's python3-yaml has no command of
-# its own for apt_ensure to look for, hence the name of one that never exists.
-python3 -c 'import yaml' 2>/dev/null || apt_ensure kiln-no-such-command python3-yaml
+# PyYAML reads the rendered manifests: the first python3 on PATH if it has
+# it, else Debian's python3 with Debian's python3-yaml (which a python3 from
+# elsewhere, e.g. pyenv, does not see). The package has no command of its own
+# for apt_ensure to look for, hence the name of one that never exists.
+PY=python3
+if ! "$PY" -c 'import yaml' 2>/dev/null; then
+  apt_ensure kiln-no-such-command python3-yaml
+  PY=/usr/bin/python3
+fi
 APP_VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$CHART/Chart.yaml")
 
 WORK=$(mktemp -d)
@@ -52,7 +58,7 @@ for profile in default full single; do
   [[ $profile == default ]] || { args=(-f "$TESTS/values/$profile.yaml"); check_args=(); }
   name="helm template ($profile values) passes check_manifests.py"
   if render "${args[@]}" >"$WORK/$profile.yaml" 2>"$WORK/out" \
-      && python3 "$TESTS/check_manifests.py" --profile "$profile" --namespace "$NAMESPACE" \
+      && "$PY" "$TESTS/check_manifests.py" --profile "$profile" --namespace "$NAMESPACE" \
            --app-version "$APP_VERSION" "${check_args[@]}" <"$WORK/$profile.yaml" >"$WORK/out" 2>&1; then
     ok "$name"; tail -n 1 "$WORK/out"
   else
@@ -78,7 +84,7 @@ caught() {
   local name="check_manifests.py catches: $*"
   if ! render "$@" >"$WORK/weak.yaml" 2>"$WORK/out"; then
     not_ok "$name: it did not render"
-  elif python3 "$TESTS/check_manifests.py" --profile default --namespace "$NAMESPACE" \
+  elif "$PY" "$TESTS/check_manifests.py" --profile default --namespace "$NAMESPACE" \
       --app-version "$APP_VERSION" <"$WORK/weak.yaml" >"$WORK/out" 2>&1; then
     not_ok "$name: it passed"
   else
