@@ -141,21 +141,23 @@ where
             let out = with_matrix(&x[rows.start * d..rows.end * d], d, |xb| {
                 f(xb, rows.clone())
             });
-            acc = Some(match acc {
-                None => out,
-                Some(a) => a.iter().zip(&out).map(|(a, o)| a + o).collect(),
-            });
+            acc = Some(add_tensors(acc, out));
         }
         acc
     });
     let mut total: Option<Vec<Tensor>> = None;
     for part in parts.into_iter().flatten() {
-        total = Some(match total {
-            None => part,
-            Some(t) => t.iter().zip(&part).map(|(t, p)| t + p).collect(),
-        });
+        total = Some(add_tensors(total, part));
     }
     total.unwrap_or_else(|| with_matrix(&[], d.max(1), |empty| f(empty, 0..0)))
+}
+
+/// `b`, plus `a` tensor by tensor when there is one.
+fn add_tensors(a: Option<Vec<Tensor>>, b: Vec<Tensor>) -> Vec<Tensor> {
+    match a {
+        None => b,
+        Some(a) => a.iter().zip(&b).map(|(a, b)| a + b).collect(),
+    }
 }
 
 /// Adds `b` into `a` element by element.

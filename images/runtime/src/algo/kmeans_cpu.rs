@@ -30,19 +30,7 @@ pub fn assign_stats(
     threads: usize,
 ) -> (Vec<f64>, Vec<f64>, f64) {
     let k = centers.len() / d;
-    let groups = k.div_ceil(LANES);
-    // Centers transposed per group of 8: ct[g][j * 8 + lane]; padding
-    // lanes get an infinite norm, so they never win.
-    let mut ct = vec![0f32; groups * d * LANES];
-    let mut c_sq = vec![f32::INFINITY; groups * LANES];
-    for c in 0..k {
-        let (g, lane) = (c / LANES, c % LANES);
-        let row = &centers[c * d..(c + 1) * d];
-        for (j, &v) in row.iter().enumerate() {
-            ct[g * d * LANES + j * LANES + lane] = v;
-        }
-        c_sq[c] = row.iter().map(|v| v * v).sum();
-    }
+    let (ct, c_sq) = transpose_centers(centers, d);
     let n = x.len() / d.max(1);
     let parts = par::map_ranges(n, threads, |rows| {
         assign_range(&x[rows.start * d..rows.end * d], d, k, &ct, &c_sq)
@@ -58,6 +46,25 @@ pub fn assign_stats(
         total.inertia += p.inertia;
     }
     (total.sums, total.counts, total.inertia)
+}
+
+/// The `k x d` centers transposed per group of 8, `ct[g][j * 8 + lane]`,
+/// and their squared norms; padding lanes get an infinite norm, so they
+/// never win.
+fn transpose_centers(centers: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
+    let k = centers.len() / d;
+    let groups = k.div_ceil(LANES);
+    let mut ct = vec![0f32; groups * d * LANES];
+    let mut c_sq = vec![f32::INFINITY; groups * LANES];
+    for c in 0..k {
+        let (g, lane) = (c / LANES, c % LANES);
+        let row = &centers[c * d..(c + 1) * d];
+        for (j, &v) in row.iter().enumerate() {
+            ct[g * d * LANES + j * LANES + lane] = v;
+        }
+        c_sq[c] = row.iter().map(|v| v * v).sum();
+    }
+    (ct, c_sq)
 }
 
 fn assign_range(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc {
@@ -362,15 +369,7 @@ mod tests {
         let (n, d, k) = (999, 21, 13);
         let x = noise(n * d, 4);
         let centers = noise(k * d, 5);
-        let groups = k.div_ceil(LANES);
-        let mut ct = vec![0f32; groups * d * LANES];
-        let mut c_sq = vec![f32::INFINITY; groups * LANES];
-        for c in 0..k {
-            for j in 0..d {
-                ct[(c / LANES) * d * LANES + j * LANES + c % LANES] = centers[c * d + j];
-            }
-            c_sq[c] = centers[c * d..(c + 1) * d].iter().map(|v| v * v).sum();
-        }
+        let (ct, c_sq) = transpose_centers(&centers, d);
         let plain = assign_range_any::<false>(&x, d, k, &ct, &c_sq);
         let fused = assign_range_any::<true>(&x, d, k, &ct, &c_sq);
         assert_eq!(plain.counts, fused.counts);
