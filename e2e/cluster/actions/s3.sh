@@ -32,7 +32,7 @@ s3_bucket_exists() {
 
 action_s3() {
   s3_credentials
-  start_process seaweedfs "$WEED" server -dir "$S3_DIR/data" -ip 127.0.0.1 -ip.bind 0.0.0.0 \
+  start_process seaweedfs "$WEED" server -dir "$S3_DIR/data" -ip 127.0.0.1 -ip.bind 0.0.0.0 -master.telemetry=false \
     -master.port "$S3_MASTER_PORT" -master.volumeSizeLimitMB 256 \
     -volume.port 38080 -volume.max 16 \
     -filer -filer.port 38888 \

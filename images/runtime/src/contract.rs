@@ -71,6 +71,10 @@ pub struct ChannelConfig {
     /// `FullyReplicated` (every rank sees every file) or `ShardedByS3Key`.
     #[serde(rename = "S3DistributionType", default)]
     pub distribution: Option<String>,
+    /// Kiln's extension: a storage URI (`s3://`, `gs://`, `az://`) that the
+    /// channel is read from directly, instead of its folder.
+    #[serde(rename = "Uri", default)]
+    pub uri: Option<String>,
 }
 
 impl ChannelConfig {

@@ -20,5 +20,6 @@ pub mod par;
 pub mod run;
 pub mod serve;
 pub mod sgd;
+pub mod storage;
 
 pub use error::{Error, Result};

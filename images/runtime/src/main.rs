@@ -61,7 +61,8 @@ struct ServeArgs {
     #[arg(long, env = "KILN_SERVE_ADDRESS", default_value = "0.0.0.0")]
     address: std::net::IpAddr,
     /// The model (single-model mode): a folder holding model.json and
-    /// model.safetensors, or a file:// URI.
+    /// model.safetensors, a file:// URI, a model.tar.gz, or a storage URI
+    /// (s3://, gs://, az://: a prefix or one .tar.gz object).
     #[arg(long, env = "KILN_MODEL_URI", default_value = "/opt/ml/model")]
     model: String,
     /// The model's name in the Open Inference Protocol routes.
@@ -73,6 +74,10 @@ struct ServeArgs {
     /// Folder that relative model URLs of the /models API are under.
     #[arg(long, env = "KILN_MODEL_ROOT", default_value = "/opt/ml/models")]
     model_root: PathBuf,
+    /// Folder that models from storage URIs and .tar.gz archives are
+    /// downloaded and unpacked to (default: <temp>/kiln-models).
+    #[arg(long, env = "KILN_MODEL_CACHE")]
+    model_cache: Option<PathBuf>,
     /// Most rows answered by one forward pass.
     #[arg(long, env = "KILN_MAX_BATCH_SIZE", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -116,6 +121,9 @@ fn main() -> ExitCode {
                 model_name: args.model_name,
                 multi_model: args.multi_model,
                 model_root: args.model_root,
+                model_cache: args
+                    .model_cache
+                    .unwrap_or_else(|| std::env::temp_dir().join("kiln-models")),
                 batching: serve::worker::Batching {
                     max_batch: args.max_batch_size as usize,
                     max_delay: serve::millis(args.max_batch_delay_ms),

@@ -65,11 +65,16 @@ impl Context {
             .get(channel)
             .cloned()
             .unwrap_or_default();
+        let remote = cfg.uri.clone();
         let (rank, world) = if all || cfg.sharded_by_key() {
             (0, 1)
         } else {
             (self.comm.rank, self.comm.world)
         };
+        // A local sharded folder holds this rank's share already; a remote
+        // one is shared out by object.
+        let object_shard = (remote.is_some() && !all && cfg.sharded_by_key())
+            .then_some((self.comm.rank, self.comm.world));
         let train = channel == "train";
         let opts = ReadOptions {
             has_label,
@@ -88,8 +93,13 @@ impl Context {
             } else {
                 self.classes.borrow().clone()
             },
+            object_shard,
         };
-        let ds = self.timed(|| data::read_channel(channel, &self.paths.channel(channel), &opts))?;
+        let dir = self.paths.channel(channel);
+        let ds = self.timed(|| match &remote {
+            Some(uri) => data::read_remote(channel, uri, &dir, &opts),
+            None => data::read_channel(channel, &dir, &opts),
+        })?;
         if train {
             self.classes.replace(ds.classes.clone());
         }
@@ -106,6 +116,20 @@ impl Context {
         let out = f();
         self.reading.set(self.reading.get() + start.elapsed());
         out
+    }
+
+    /// The local folder of a channel, for algorithms that read its files
+    /// themselves: a channel with a storage URI is fetched into it first
+    /// (all of it when `all`, else this rank's objects if it is sharded).
+    pub fn local_channel(&self, channel: &str, all: bool) -> Result<PathBuf> {
+        let dir = self.paths.channel(channel);
+        if let Some(cfg) = self.config.channels.get(channel)
+            && let Some(uri) = &cfg.uri
+        {
+            let shard = (!all && cfg.sharded_by_key()).then_some((self.comm.rank, self.comm.world));
+            self.timed(|| data::fetch_remote(channel, uri, &dir, shard))?;
+        }
+        Ok(dir)
     }
 
     /// Reads a whole optional channel (e.g. `validation`) on rank 0 only;

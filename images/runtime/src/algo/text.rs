@@ -274,12 +274,20 @@ fn train(ctx: &mut Context) -> Result<()> {
     };
     let device = ctx.device;
     let (rank, world) = (ctx.comm.rank, ctx.comm.world);
-    let (x, y, global_rows) = read_docs("train", &ctx.paths.channel("train"), &tok, rank, world)?;
+    let train_dir = ctx.local_channel("train", false)?;
+    let sharded = ctx
+        .config
+        .channels
+        .get("train")
+        .is_some_and(|c| c.sharded_by_key());
+    let (rank, world) = if sharded { (0, 1) } else { (rank, world) };
+    let (x, y, global_rows) = read_docs("train", &train_dir, &tok, rank, world)?;
     let y = task.prepare_labels("train", &y)?;
     let mut evals = Vec::new();
     for channel in ["validation", "test"] {
-        let dir = ctx.paths.channel(channel);
-        if rank == 0 && dir.exists() {
+        let declared = ctx.config.channels.contains_key(channel);
+        if ctx.comm.rank == 0 && (declared || ctx.paths.channel(channel).exists()) {
+            let dir = ctx.local_channel(channel, true)?;
             let (vx, vy, _) = read_docs(channel, &dir, &tok, 0, 1)?;
             evals.push((channel, vx, task.prepare_labels(channel, &vy)?));
         }

@@ -9,12 +9,17 @@ use crate::error::{Error, Result};
 /// Streams one CSV file into `sink`.
 pub(crate) fn read(path: &Path, sink: &mut RowSink<'_>) -> Result<()> {
     let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    read_from(file, sink)
+}
+
+/// Streams CSV from any reader (a file, an object in a store) into `sink`.
+pub(crate) fn read_from(input: impl std::io::Read, sink: &mut RowSink<'_>) -> Result<()> {
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(::csv::Trim::All)
         .buffer_capacity(1 << 20)
-        .from_reader(file);
+        .from_reader(input);
     let mut record = ::csv::ByteRecord::new();
     let mut values = Vec::new();
     let mut first = true;

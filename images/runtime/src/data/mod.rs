@@ -10,6 +10,10 @@
 //!
 //! A channel of image files (see [`images`]) gives one row per image, its
 //! pixels resized to `image_shape`, and the class names of its folders.
+//!
+//! A channel with a storage URI ([`read_remote`]) is read straight from the
+//! store: CSV objects streamed, Parquet objects a row group at a time by
+//! range requests. Image files are first fetched to the channel's folder.
 
 mod csv;
 pub mod images;
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::storage::{self, Remote};
 
 /// Floats per chunk before it is handed over (4 MiB).
 const CHUNK_FLOATS: usize = 1 << 20;
@@ -65,6 +70,10 @@ pub struct ReadOptions {
     /// Image class folders: the train channel's class names, which an
     /// evaluation channel must use; `None` numbers this channel's own.
     pub classes: Option<Vec<String>>,
+    /// A remote channel distributed `ShardedByS3Key`: this rank reads
+    /// objects `i % world == rank` of the sorted listing (and every row of
+    /// them); `None` reads every object.
+    pub object_shard: Option<(usize, usize)>,
 }
 
 impl Default for ReadOptions {
@@ -76,6 +85,7 @@ impl Default for ReadOptions {
             content_type: None,
             image_shape: None,
             classes: None,
+            object_shard: None,
         }
     }
 }
@@ -167,6 +177,86 @@ pub fn read_channel(channel: &str, dir: &Path, opts: &ReadOptions) -> Result<Dat
         }
     }
     sink.finish()
+}
+
+/// Reads a channel from a storage URI (see the module documentation);
+/// image files are fetched to `local` and read from there.
+pub fn read_remote(channel: &str, uri: &str, local: &Path, opts: &ReadOptions) -> Result<Dataset> {
+    let (remote, objects) = list_remote(channel, uri, opts.object_shard)?;
+    let content_type = opts.content_type.as_deref();
+    let tabular = content_type.is_some_and(|ct| {
+        let ct = ct.to_ascii_lowercase();
+        ct.contains("csv") || ct.contains("parquet")
+    });
+    let images = content_type.is_some_and(images::is_image_content_type)
+        || (!tabular
+            && objects.iter().any(|o| {
+                let name = Path::new(&o.relative);
+                images::is_image(name)
+                    || (!o.relative.contains('/') && name.extension().is_some_and(|e| e == "lst"))
+            }));
+    if images {
+        fetch_objects(channel, &remote, &objects, local)?;
+        return read_images(channel, local, opts);
+    }
+    let mut sink = RowSink::new(channel, opts);
+    for object in &objects {
+        sink.file = PathBuf::from(&object.uri);
+        match Format::detect(content_type, Path::new(&object.relative)) {
+            Format::Csv => csv::read_from(remote.reader(&object.key), &mut sink)?,
+            Format::Parquet => parquet::read_remote(&remote, object, &mut sink)?,
+        }
+    }
+    sink.finish()
+}
+
+/// Fetches a remote channel's objects (this rank's share of them) into
+/// `local`, for readers of local files.
+pub fn fetch_remote(
+    channel: &str,
+    uri: &str,
+    local: &Path,
+    shard: Option<(usize, usize)>,
+) -> Result<()> {
+    let (remote, objects) = list_remote(channel, uri, shard)?;
+    fetch_objects(channel, &remote, &objects, local)
+}
+
+fn list_remote(
+    channel: &str,
+    uri: &str,
+    shard: Option<(usize, usize)>,
+) -> Result<(Remote, Vec<storage::Object>)> {
+    let remote = Remote::open(uri).map_err(|e| Error::data(channel, e.0))?;
+    let mut objects = storage::block_on(remote.list()).map_err(|e| Error::data(channel, e.0))?;
+    if let Some((rank, world)) = shard {
+        objects = objects
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % world == rank)
+            .map(|(_, o)| o)
+            .collect();
+        if objects.is_empty() {
+            return Err(Error::data(
+                channel,
+                format!(
+                    "{uri}: ShardedByS3Key leaves rank {rank} of {world} no object; give the channel at least as many objects as ranks"
+                ),
+            ));
+        }
+    }
+    Ok((remote, objects))
+}
+
+fn fetch_objects(
+    channel: &str,
+    remote: &Remote,
+    objects: &[storage::Object],
+    local: &Path,
+) -> Result<()> {
+    storage::block_on(remote.download(objects, local))
+        .map(|_| ())
+        .map_err(|e| Error::data(channel, e.0))
 }
 
 fn read_images(channel: &str, dir: &Path, opts: &ReadOptions) -> Result<Dataset> {

@@ -33,13 +33,16 @@ use worker::{Batching, Worker};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
-    /// The model of single-model mode: a folder or `file://` URI.
+    /// The model of single-model mode: a folder, `file://` or storage URI
+    /// (a prefix or a `.tar.gz`).
     pub model: String,
     /// Its name in `/v2/models/{name}`.
     pub model_name: String,
     pub multi_model: bool,
     /// Folder that relative model URLs of `/models` are resolved under.
     pub model_root: PathBuf,
+    /// Folder that remote and archived models are downloaded and unpacked to.
+    pub model_cache: PathBuf,
     pub batching: Batching,
     pub payload_limit: usize,
     pub device: String,
@@ -99,6 +102,7 @@ fn init_logs() {
 
 /// Loads the model(s) and builds the handlers' state.
 pub async fn build(config: &Config) -> Result<Arc<App>, String> {
+    crate::storage::install_crypto();
     let metrics = Metrics::new();
     let device = crate::run::pick_device(&config.device).map_err(|e| e.to_string())?;
     let models = if config.multi_model {
@@ -107,10 +111,21 @@ pub async fn build(config: &Config) -> Result<Arc<App>, String> {
             batching: config.batching,
             metrics: metrics.clone(),
             root: config.model_root.clone(),
+            cache: config.model_cache.clone(),
             memory_limit: config.memory_limit,
         }))
     } else {
-        let dir = resolve_url(&config.model_root, &config.model).map_err(|e| format!("{e:?}"))?;
+        let (dir, _) = resolve_url(
+            &config.model_root,
+            &config.model_cache,
+            &config.model_name,
+            &config.model,
+        )
+        .await
+        .map_err(|e| match e {
+            registry::RegistryError::BadModel(m) => m,
+            other => format!("{other:?}"),
+        })?;
         let worker = Worker::start(
             config.model_name.clone(),
             dir.clone(),

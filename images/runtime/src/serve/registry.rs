@@ -32,17 +32,42 @@ pub struct LoadConfig {
     pub metrics: Metrics,
     /// Relative model URLs are resolved under this folder.
     pub root: PathBuf,
+    /// Downloaded and unpacked models go under this folder.
+    pub cache: PathBuf,
     /// Bound on the loaded models' tensor bytes.
     pub memory_limit: u64,
 }
 
-/// A model folder from a URL: a local path or a `file://` URI.
-pub fn resolve_url(root: &Path, url: &str) -> Result<PathBuf, RegistryError> {
+/// A model folder from a URL: a local path or `file://` URI (a folder or a
+/// `.tar.gz`), or a storage URI (`s3://`, `gs://`, `az://`: a prefix or one
+/// `.tar.gz` object). Archives and remote models are unpacked or downloaded
+/// into `cache/<key>`; the second value says whether that happened (the
+/// folder is Kiln's to delete).
+pub async fn resolve_url(
+    root: &Path,
+    cache: &Path,
+    key: &str,
+    url: &str,
+) -> Result<(PathBuf, bool), RegistryError> {
+    let local_dir = cache_dir(cache, key, url);
+    if crate::storage::is_remote(url) {
+        let started = std::time::Instant::now();
+        let bytes = crate::storage::fetch(url, &local_dir)
+            .await
+            .map_err(|e| RegistryError::BadModel(e.0))?;
+        tracing::info!(
+            url,
+            bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "model downloaded"
+        );
+        return model_folder(url, &local_dir).map(|d| (d, true));
+    }
     let path = match url.split_once("://") {
         Some(("file", rest)) => PathBuf::from(rest),
         Some((scheme, _)) => {
             return Err(RegistryError::BadModel(format!(
-                "{url}: {scheme}:// is not supported here; use a local path or file:// (the model folder is downloaded before serving)"
+                "{url}: {scheme}:// is not supported; use a path, file://, s3://, gs:// or az://"
             )));
         }
         None => PathBuf::from(url),
@@ -52,10 +77,28 @@ pub fn resolve_url(root: &Path, url: &str) -> Result<PathBuf, RegistryError> {
     } else {
         root.join(path)
     };
-    // The artifact is `model.json` + `model.safetensors`, in the folder or
-    // in its `model/` subfolder (a training job's output layout).
+    if path.is_file() && crate::storage::is_tarball(&path.to_string_lossy()) {
+        let partial = local_dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial)
+            .and_then(|()| {
+                crate::storage::unpack(&path, &partial).map_err(|e| std::io::Error::other(e.0))
+            })
+            .and_then(|()| {
+                let _ = std::fs::remove_dir_all(&local_dir);
+                std::fs::rename(&partial, &local_dir)
+            })
+            .map_err(|e| RegistryError::BadModel(format!("{url}: {e}")))?;
+        return model_folder(url, &local_dir).map(|d| (d, true));
+    }
+    model_folder(url, &path).map(|d| (d, false))
+}
+
+/// The artifact is `model.json` + `model.safetensors`, in the folder or in
+/// its `model/` subfolder (a training job's output layout).
+fn model_folder(url: &str, path: &Path) -> Result<PathBuf, RegistryError> {
     if path.join("model.json").is_file() {
-        Ok(path)
+        Ok(path.to_path_buf())
     } else if path.join("model/model.json").is_file() {
         Ok(path.join("model"))
     } else {
@@ -66,9 +109,30 @@ pub fn resolve_url(root: &Path, url: &str) -> Result<PathBuf, RegistryError> {
     }
 }
 
+/// `cache/<name>-<hash of url>`: one folder per model name and source.
+fn cache_dir(cache: &Path, name: &str, url: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    url.hash(&mut h);
+    let safe: String = name
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cache.join(format!("{safe}-{:016x}", h.finish()))
+}
+
 struct Entry {
     url: String,
     dir: PathBuf,
+    /// The folder was downloaded or unpacked into the cache.
+    cached: bool,
     bytes: u64,
     worker: Option<Worker>,
     last_used: u64,
@@ -128,15 +192,25 @@ impl Registry {
                 "model {name:?} is already loaded"
             )));
         }
-        let dir = resolve_url(&self.config.root, url)?;
-        let bytes = artifact_bytes(&read_meta(&dir).map_err(RegistryError::BadModel)?);
+        let (dir, cached) = resolve_url(&self.config.root, &self.config.cache, name, url).await?;
+        let forget = |e| {
+            if cached {
+                let _ = std::fs::remove_dir_all(cache_dir(&self.config.cache, name, url));
+            }
+            e
+        };
+        let bytes = artifact_bytes(
+            &read_meta(&dir)
+                .map_err(RegistryError::BadModel)
+                .map_err(forget)?,
+        );
         if bytes > self.config.memory_limit {
-            return Err(RegistryError::TooLarge(format!(
+            return Err(forget(RegistryError::TooLarge(format!(
                 "model {name:?} needs {bytes} bytes, more than the {} bytes models may take",
                 self.config.memory_limit
-            )));
+            ))));
         }
-        let worker = self.start(name, &dir).await?;
+        let worker = self.start(name, &dir).await.map_err(forget)?;
         let info = worker.info.clone();
         let mut inner = self.lock();
         if inner.entries.contains_key(name) {
@@ -151,6 +225,7 @@ impl Registry {
             Entry {
                 url: url.to_string(),
                 dir,
+                cached,
                 bytes,
                 worker: Some(worker),
                 last_used,
@@ -231,10 +306,14 @@ impl Registry {
     /// Forgets `name` (its worker stops once its queued requests are answered).
     pub fn unload(&self, name: &str) -> Result<(), RegistryError> {
         let mut inner = self.lock();
-        inner
+        let entry = inner
             .entries
             .remove(name)
             .ok_or_else(|| RegistryError::NotFound(format!("no model named {name:?}")))?;
+        if entry.cached {
+            // The worker holds its tensors; the files are not needed again.
+            let _ = std::fs::remove_dir_all(cache_dir(&self.config.cache, name, &entry.url));
+        }
         self.evict(&mut inner, "");
         self.config.metrics.forget_model(name);
         tracing::info!(model = %name, "model unloaded");

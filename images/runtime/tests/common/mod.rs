@@ -2,6 +2,7 @@
 //! files, channels, then the exit code, metrics, model and failure file.
 #![allow(dead_code)]
 
+pub mod s3;
 pub mod server;
 
 use std::collections::BTreeMap;
