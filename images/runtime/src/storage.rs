@@ -15,7 +15,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -280,26 +280,22 @@ impl Remote {
     /// One object as a blocking [`Read`], fetched chunk by chunk on the
     /// storage runtime (at most a few chunks ahead of the reader).
     pub fn reader(&self, key: &str) -> ObjectReader {
-        let (tx, rx) = mpsc::sync_channel::<std::io::Result<Bytes>>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
         let this = self.clone();
         let key = key.to_string();
         runtime().spawn(async move {
             let mut stream = match this.get_stream(&key).await {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.0)));
+                    let _ = tx.send(Err(std::io::Error::other(e.0))).await;
                     return;
                 }
             };
             while let Some(chunk) = stream.next().await {
                 let item = chunk.map_err(|e| std::io::Error::other(this.err(&e).0));
                 let failed = item.is_err();
-                let tx = tx.clone();
-                // The channel is bounded: wait for the reader off the runtime's threads.
-                let sent = tokio::task::spawn_blocking(move || tx.send(item).is_ok())
-                    .await
-                    .unwrap_or(false);
-                if !sent || failed {
+                // A closed channel: the reader stopped early (a bad row).
+                if tx.send(item).await.is_err() || failed {
                     return;
                 }
             }
@@ -375,17 +371,18 @@ fn safe_join(dest: &Path, relative: &str) -> Option<PathBuf> {
 
 /// A blocking reader over one object's chunks.
 pub struct ObjectReader {
-    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
     chunk: Bytes,
 }
 
 impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.chunk.is_empty() {
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => self.chunk = chunk,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0), // the object ended
+            // Called from the trainer's threads, never from the runtime.
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0), // the object ended
             }
         }
         let n = buf.len().min(self.chunk.len());

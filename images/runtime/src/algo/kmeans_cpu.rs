@@ -175,16 +175,23 @@ fn pair_centers(ct: &[f32], d: usize) -> Vec<f32> {
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32]) -> Acc {
     use std::arch::x86_64::{
-        _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-        _mm512_reduce_add_ps, _mm512_setzero_ps,
+        _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps,
+        _mm512_reduce_add_ps, _mm512_setzero_ps, _mm512_storeu_ps,
     };
     let mut acc = Acc {
         sums: vec![0.0; k * d],
         counts: vec![0.0; k],
         inertia: 0.0,
     };
-    let mut block = vec![0f32; k * d];
+    // The per-cluster sums of a chunk, each padded to whole vectors: a row
+    // added right after another of the same cluster then reads what a
+    // plain (unmasked) store wrote, which the CPU forwards; a masked store
+    // would make it wait for the write to reach the cache.
     let vectors = d.div_ceil(16);
+    let stride = vectors * 16;
+    // Two copies, for even and odd rows: a row never waits on the store of
+    // the row just before it.
+    let mut block = vec![0f32; 2 * k * stride];
     let masks: Vec<u16> = (0..vectors)
         .map(|v| {
             let left = d - v * 16;
@@ -197,16 +204,17 @@ fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32
         .collect();
     let mut add = |block: &mut [f32], rows: &[f32], best: &[(usize, f32)]| {
         let mut sq = _mm512_setzero_ps();
-        for (row, &(c, dist)) in rows.chunks_exact(d).zip(best) {
-            let dst = &mut block[c * d..(c + 1) * d];
+        for (i, (row, &(c, dist))) in rows.chunks_exact(d).zip(best).enumerate() {
+            let at = ((i & 1) * k + c) * stride;
+            let dst = &mut block[at..at + stride];
             for (v, &m) in masks.iter().enumerate() {
                 // SAFETY: the mask covers lanes `v * 16 ..` below `d` only,
-                // inside `row` and `dst` (both `d` long); masked lanes are
-                // neither read nor written.
+                // inside `row` (masked-off lanes are not read, and read as
+                // 0); `dst` is `stride` long, a whole number of vectors.
                 unsafe {
                     let xv = _mm512_maskz_loadu_ps(m, row.as_ptr().add(v * 16));
-                    let bv = _mm512_maskz_loadu_ps(m, dst.as_ptr().add(v * 16));
-                    _mm512_mask_storeu_ps(dst.as_mut_ptr().add(v * 16), m, _mm512_add_ps(bv, xv));
+                    let bv = _mm512_loadu_ps(dst.as_ptr().add(v * 16));
+                    _mm512_storeu_ps(dst.as_mut_ptr().add(v * 16), _mm512_add_ps(bv, xv));
                     sq = _mm512_fmadd_ps(xv, xv, sq);
                 }
             }
@@ -228,9 +236,17 @@ fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32
             let best = nearest_avx512::<1>(row, d, pairs, c_sq);
             add(&mut block, row, &best);
         }
-        for (s, b) in acc.sums.iter_mut().zip(block.iter_mut()) {
-            *s += f64::from(*b);
-            *b = 0.0;
+        let (even, odd) = block.split_at_mut(k * stride);
+        for ((sums, a), b) in acc
+            .sums
+            .chunks_exact_mut(d)
+            .zip(even.chunks_exact_mut(stride))
+            .zip(odd.chunks_exact_mut(stride))
+        {
+            for ((s, a), b) in sums.iter_mut().zip(a.iter_mut()).zip(b.iter_mut()) {
+                *s += f64::from(*a) + f64::from(*b);
+                (*a, *b) = (0.0, 0.0);
+            }
         }
     }
     acc
