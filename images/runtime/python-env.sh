@@ -2,7 +2,7 @@
 # Makes (once) a small Python virtual environment under $KILN_CACHE for the
 # model server's third-party clients and peers, and prints its python:
 #
-#   images/runtime/python-env.sh clients   # tritonclient[http]: the v2 client test
+#   images/runtime/python-env.sh clients   # tritonclient[http,grpc]: the v2 client tests
 #   images/runtime/python-env.sh mlserver  # MLServer + scikit-learn: make bench-serve
 #
 # Each set is pinned and keyed by its versions, so a version bump makes a new
@@ -13,7 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../../e2e/tools/common.sh"
 
 case "${1:-}" in
-  clients) name=tritonclient-2.73.0; packages=("tritonclient[http]==2.73.0" "numpy<3") ;;
+  clients) name=tritonclient-2.73.0-grpc; packages=("tritonclient[http,grpc]==2.73.0" "numpy<3") ;;
   # uvloop 0.22 and later refuse asyncio.get_event_loop(), which MLServer
   # 1.7.1 calls in its inference workers.
   mlserver) name=mlserver-1.7.1-uvloop-0.21; packages=("mlserver==1.7.1" "mlserver-sklearn==1.7.1" "scikit-learn==1.7.2" "uvloop==0.21.0") ;;

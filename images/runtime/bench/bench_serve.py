@@ -151,7 +151,7 @@ def main():
     try:
         env = dict(os.environ, RUST_LOG="warn")
         procs.append(start([kiln, "serve", "--address", "127.0.0.1", "--port", str(kiln_port),
-                            "--device", "cpu", "--model", kiln_model, "--model-name", "iris"], env=env))
+                            "--grpc-port", str(free_port()), "--device", "cpu", "--model", kiln_model, "--model-name", "iris"], env=env))
         wait_http(f"http://127.0.0.1:{kiln_port}/ping", procs[-1])
         kiln_url = f"http://127.0.0.1:{kiln_port}/v2/models/iris/infer"
         kiln_reply = post(kiln_url, REQUEST)

@@ -60,6 +60,12 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "KILN_SERVE_ADDRESS", default_value = "0.0.0.0")]
     address: std::net::IpAddr,
+    /// Port of the Open Inference Protocol's gRPC service.
+    #[arg(long, env = "KILN_GRPC_PORT", default_value_t = 8081)]
+    grpc_port: u16,
+    /// No gRPC service.
+    #[arg(long, env = "KILN_NO_GRPC")]
+    no_grpc: bool,
     /// The model (single-model mode): a folder holding model.json and
     /// model.safetensors, a file:// URI, a model.tar.gz, or a storage URI
     /// (s3://, gs://, az://: a prefix or one .tar.gz object).
@@ -117,6 +123,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             let config = serve::Config {
                 bind: std::net::SocketAddr::new(args.address, args.port),
+                grpc_bind: (!args.no_grpc)
+                    .then(|| std::net::SocketAddr::new(args.address, args.grpc_port)),
                 model: args.model,
                 model_name: args.model_name,
                 multi_model: args.multi_model,

@@ -1,6 +1,7 @@
-//! A client Kiln did not write: Triton's Python HTTP client (tritonclient,
-//! installed from the package index into a cached virtual environment by
-//! python-env.sh) against `kiln-runtime serve`'s Open Inference Protocol.
+//! A client Kiln did not write: Triton's Python HTTP and gRPC clients
+//! (tritonclient, installed from the package index into a cached virtual
+//! environment by python-env.sh) against `kiln-runtime serve`'s Open
+//! Inference Protocol, REST and gRPC.
 
 mod common;
 
@@ -33,18 +34,23 @@ fn tritonclient_talks_to_the_v2_api() {
             .hp("learning_rate", 0.05),
     );
     let server = Server::start(&["--model", model.to_str().unwrap(), "--model-name", "iris"]);
-    let out = Command::new(python)
-        .arg(here.join("tests/clients/triton_v2.py"))
-        .arg(server.addr.to_string())
-        .arg("iris")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "triton_v2.py failed:\n{}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.log_text()
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+    for (script, addr) in [
+        ("triton_v2.py", server.addr),
+        ("triton_grpc.py", server.grpc_addr),
+    ] {
+        let out = Command::new(&python)
+            .arg(here.join("tests/clients").join(script))
+            .arg(addr.to_string())
+            .arg("iris")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            server.log_text()
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+    }
 }

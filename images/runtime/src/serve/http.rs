@@ -63,7 +63,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -78,7 +78,7 @@ impl ApiError {
     }
 
     /// The `kind` label of `errors_total`.
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::MediaType(_) => "unsupported_media_type",
@@ -92,7 +92,7 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             ApiError::TooLarge(limit) => {
                 format!("the request body is larger than the limit of {limit} bytes")
@@ -217,7 +217,7 @@ async fn ping(State(app): State<Arc<App>>) -> Response {
 
 /// The worker of model `name` (any name in single-model mode when `name`
 /// is `None`).
-async fn worker(app: &App, name: Option<&str>) -> Result<Worker, ApiError> {
+pub(crate) async fn worker(app: &App, name: Option<&str>) -> Result<Worker, ApiError> {
     match (&app.models, name) {
         (Models::Single { worker, .. }, None) => Ok(worker.clone()),
         (Models::Single { name: own, worker }, Some(n)) if n == own => Ok(worker.clone()),

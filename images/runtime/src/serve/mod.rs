@@ -8,9 +8,11 @@
 //! - [`model`]: a loaded artifact and its forward pass;
 //! - [`worker`]: the thread that owns a model and batches its requests;
 //! - [`registry`]: multi-model mode, least-recently-used unloading;
-//! - [`http`]: routes, errors and status codes; [`metrics`]: Prometheus.
+//! - [`http`]: routes, errors and status codes; [`metrics`]: Prometheus;
+//! - [`grpc`]: the Open Inference Protocol's gRPC service, on its own port.
 
 pub mod codec;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -33,6 +35,8 @@ use worker::{Batching, Worker};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Where the gRPC service listens; `None`: no gRPC.
+    pub grpc_bind: Option<SocketAddr>,
     /// The model of single-model mode: a folder, `file://` or storage URI
     /// (a prefix or a `.tar.gz`).
     pub model: String,
@@ -162,8 +166,41 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.bind))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let grpc_listener = match config.grpc_bind {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} for gRPC: {e}"))?,
+        ),
+        None => None,
+    };
+    let grpc_local = match &grpc_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    // One signal stops both servers; each finishes its requests in flight.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc = grpc_listener.map(|l| {
+        let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+        let service = grpc::service(app.clone());
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+        })
+    });
     tracing::info!(
         address = %local,
+        grpc_address = %grpc_local.map_or("off".to_string(), |a| a.to_string()),
         multi_model = config.multi_model,
         max_batch = config.batching.max_batch,
         max_delay_us = config.batching.max_delay.as_micros() as u64,
@@ -174,9 +211,16 @@ async fn serve(config: Config) -> Result<(), String> {
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stopped(stop_rx))
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("gRPC server: {e}")),
+            Err(e) => return Err(format!("gRPC server: {e}")),
+        }
+    }
     tracing::info!("stopped: every request in flight was answered");
     Ok(())
 }

@@ -128,7 +128,11 @@ fn element_size(datatype: &str) -> Option<usize> {
     })
 }
 
-fn parse_tensor(t: &Value, binary: &mut &[u8], expect: Expect) -> Result<Input, BadInput> {
+pub(crate) fn parse_tensor(
+    t: &Value,
+    binary: &mut &[u8],
+    expect: Expect,
+) -> Result<Input, BadInput> {
     let name = t.get("name").and_then(Value::as_str).unwrap_or("?");
     let datatype = t
         .get("datatype")

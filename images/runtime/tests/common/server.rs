@@ -15,6 +15,8 @@ use super::{Job, fixtures};
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The gRPC service's address.
+    pub grpc_addr: SocketAddr,
     /// Every line the server logged so far.
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -28,7 +30,8 @@ impl Server {
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln-runtime"))
             .arg("serve")
-            .args(["--address", "127.0.0.1", "--port", "0", "--device", "cpu"])
+            .args(["--address", "127.0.0.1", "--port", "0", "--grpc-port", "0"])
+            .args(["--device", "cpu"])
             .args(args)
             .env("OMP_NUM_THREADS", "1")
             .env("RUST_LOG", "info")
@@ -46,13 +49,14 @@ impl Server {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                     && v["fields"]["message"] == "serving"
                 {
-                    let _ = tx.send(v["fields"]["address"].as_str().unwrap_or("").to_string());
+                    let field = |k: &str| v["fields"][k].as_str().unwrap_or("").to_string();
+                    let _ = tx.send((field("address"), field("grpc_address")));
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a.parse().unwrap(),
+        let (addr, grpc_addr) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((a, g)) => (a.parse().unwrap(), g.parse().unwrap()),
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -61,7 +65,12 @@ impl Server {
                 );
             }
         };
-        Server { child, addr, logs }
+        Server {
+            child,
+            addr,
+            grpc_addr,
+            logs,
+        }
     }
 
     /// One request on a new connection.
