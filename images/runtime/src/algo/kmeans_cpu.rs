@@ -203,7 +203,9 @@ fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32
         })
         .collect();
     let mut add = |block: &mut [f32], rows: &[f32], best: &[(usize, f32)]| {
-        let mut sq = _mm512_setzero_ps();
+        // `|x|^2` in 4 accumulators: one would chain every FMA of the tile
+        // behind the previous one's latency.
+        let mut sq = [_mm512_setzero_ps(); 4];
         for (i, (row, &(c, dist))) in rows.chunks_exact(d).zip(best).enumerate() {
             let at = ((i & 1) * k + c) * stride;
             let dst = &mut block[at..at + stride];
@@ -215,12 +217,13 @@ fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32
                     let xv = _mm512_maskz_loadu_ps(m, row.as_ptr().add(v * 16));
                     let bv = _mm512_loadu_ps(dst.as_ptr().add(v * 16));
                     _mm512_storeu_ps(dst.as_mut_ptr().add(v * 16), _mm512_add_ps(bv, xv));
-                    sq = _mm512_fmadd_ps(xv, xv, sq);
+                    sq[v % 4] = _mm512_fmadd_ps(xv, xv, sq[v % 4]);
                 }
             }
             acc.inertia += f64::from(dist);
             acc.counts[c] += 1.0;
         }
+        let sq = _mm512_add_ps(_mm512_add_ps(sq[0], sq[1]), _mm512_add_ps(sq[2], sq[3]));
         acc.inertia += f64::from(_mm512_reduce_add_ps(sq));
     };
     let end = x.as_ptr_range().end;
