@@ -5,50 +5,7 @@
 
 mod common;
 
-use common::{Job, Outcome, blobs, max_diff};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Runs `world` ranks of the job `make()` builds; returns every rank's job.
-fn run_ranks(world: usize, make: &dyn Fn() -> Job) -> Vec<Job> {
-    run_ranks_with_output(world, make).0
-}
-
-fn run_ranks_with_output(world: usize, make: &dyn Fn() -> Job) -> (Vec<Job>, Vec<Outcome>) {
-    let port = free_port();
-    let jobs: Vec<Job> = (0..world).map(|_| make()).collect();
-    let children: Vec<_> = jobs
-        .iter()
-        .enumerate()
-        .map(|(rank, job)| {
-            let mut cmd = job.command();
-            cmd.env("WORLD_SIZE", world.to_string())
-                .env("RANK", rank.to_string())
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", port.to_string())
-                .env("OMP_NUM_THREADS", "1");
-            cmd.stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outcomes: Vec<Outcome> = jobs
-        .iter()
-        .zip(children)
-        .map(|(job, child)| job.outcome(child.wait_with_output().unwrap()))
-        .collect();
-    for out in &outcomes {
-        out.assert_ok();
-    }
-    (jobs, outcomes)
-}
+use common::{Job, blobs, max_diff, run_ranks, run_ranks_with_output};
 
 fn check_ranks_agree(make: &dyn Fn() -> Job, tolerance: f64) {
     let single = run_ranks(1, make).remove(0).model();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch};
 use common::s3::S3;
 use common::server::{Server, csv, dataset, rows, train};
-use common::{Job, max_diff};
+use common::{Job, max_diff, run_ranks};
 use serde_json::json;
 
 fn iris_job() -> Job {
@@ -163,6 +163,92 @@ fn bad_credentials_and_missing_data_fail_with_a_reason() {
         failure.contains("s3://kiln-test/bad/data.csv line 2: column 2 is \"x\", not a number"),
         "{failure}"
     );
+}
+
+#[test]
+fn sharded_channels_split_objects_between_ranks() {
+    // Four objects; with ShardedByS3Key rank r of 2 reads objects r and
+    // r + 2. PCA's statistics are sums over rows, so 2 ranks reading half
+    // the objects each reach the components of 1 rank reading them all.
+    let s3 = S3::start();
+    let text = std::fs::read_to_string(dataset("wine", "train_x").join("data.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let per = lines.len().div_ceil(4);
+    for (i, part) in lines.chunks(per).enumerate() {
+        s3.put(
+            &format!("wine/part-{i}.csv"),
+            (part.join("\n") + "\n").into_bytes(),
+        );
+    }
+    let job = |sharded: bool| {
+        let job = with_env(
+            Job::new("pca")
+                .hp("num_components", 3)
+                .hp("algorithm_mode", "regular"),
+            &s3,
+        );
+        let distribution = if sharded {
+            "ShardedByS3Key"
+        } else {
+            "FullyReplicated"
+        };
+        channels(
+            &job,
+            json!({"train": {"Uri": s3.uri("wine/"), "S3DistributionType": distribution}}),
+        );
+        job
+    };
+    let single = run_ranks(1, &|| job(false)).remove(0);
+    let sharded = run_ranks(2, &|| job(true));
+    let diff = max_diff(&single.model(), &sharded[0].model());
+    assert!(diff < 1e-4, "2 sharded ranks differ from 1 rank by {diff}");
+    let replicated = run_ranks(2, &|| job(false));
+    let diff = max_diff(&single.model(), &replicated[0].model());
+    assert!(
+        diff < 1e-4,
+        "2 replicated ranks differ from 1 rank by {diff}"
+    );
+
+    // More ranks than objects: the rank without one says so.
+    s3.put("one/data.csv", lines.join("\n").into_bytes());
+    let port = common::free_port().to_string();
+    let jobs: Vec<Job> = (0..2)
+        .map(|_| {
+            let job = with_env(Job::new("pca").hp("num_components", 2), &s3);
+            channels(
+                &job,
+                json!({"train": {"Uri": s3.uri("one/"), "S3DistributionType": "ShardedByS3Key"}}),
+            );
+            job
+        })
+        .collect();
+    let children: Vec<_> = jobs
+        .iter()
+        .enumerate()
+        .map(|(rank, job)| {
+            job.command()
+                .env("WORLD_SIZE", "2")
+                .env("RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outcomes: Vec<_> = jobs
+        .iter()
+        .zip(children)
+        .map(|(job, child)| job.outcome(child.wait_with_output().unwrap()))
+        .collect();
+    assert_eq!(outcomes[1].code, 2, "{outcomes:#?}");
+    let failure = outcomes[1].failure.clone().unwrap();
+    assert!(
+        failure.contains("leaves rank 1 of 2 no object"),
+        "{failure}"
+    );
+    assert_ne!(outcomes[0].code, 0, "rank 0 finished alone: {outcomes:#?}");
 }
 
 /// A `model.tar.gz` of a model folder, as SageMaker jobs write them.
