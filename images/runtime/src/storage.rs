@@ -97,12 +97,11 @@ impl Remote {
         let bad = |e: object_store::Error| StorageError(format!("{uri}: {}", describe(&e)));
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" => {
-                let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket);
-                for (k, v) in &env {
-                    if let Ok(key) = k.to_ascii_lowercase().parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
+                let mut b = configure(
+                    object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket),
+                    &env,
+                    |b, k, v| b.with_config(k, v),
+                );
                 let endpoint = lookup("AWS_ENDPOINT_URL").or_else(|| lookup("AWS_ENDPOINT"));
                 if let Some(endpoint) = endpoint {
                     b = b
@@ -115,23 +114,19 @@ impl Remote {
                 Arc::new(b.build().map_err(bad)?)
             }
             "gs" => {
-                let mut b =
-                    object_store::gcp::GoogleCloudStorageBuilder::new().with_bucket_name(bucket);
-                for (k, v) in &env {
-                    if let Ok(key) = k.to_ascii_lowercase().parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
+                let b = configure(
+                    object_store::gcp::GoogleCloudStorageBuilder::new().with_bucket_name(bucket),
+                    &env,
+                    |b, k, v| b.with_config(k, v),
+                );
                 Arc::new(b.build().map_err(bad)?)
             }
             "az" => {
-                let mut b =
-                    object_store::azure::MicrosoftAzureBuilder::new().with_container_name(bucket);
-                for (k, v) in &env {
-                    if let Ok(key) = k.to_ascii_lowercase().parse() {
-                        b = b.with_config(key, v);
-                    }
-                }
+                let b = configure(
+                    object_store::azure::MicrosoftAzureBuilder::new().with_container_name(bucket),
+                    &env,
+                    |b, k, v| b.with_config(k, v),
+                );
                 Arc::new(b.build().map_err(bad)?)
             }
             other => {
@@ -318,6 +313,20 @@ impl Remote {
     }
 }
 
+/// Applies every environment variable that names a setting of the store
+/// (`AWS_ACCESS_KEY_ID`, `GOOGLE_SERVICE_ACCOUNT`, ...) to its builder.
+fn configure<B, K: std::str::FromStr>(
+    builder: B,
+    env: &[(String, String)],
+    with_config: impl Fn(B, K, &String) -> B,
+) -> B {
+    env.iter()
+        .fold(builder, |b, (k, v)| match k.to_ascii_lowercase().parse() {
+            Ok(key) => with_config(b, key, v),
+            Err(_) => b,
+        })
+}
+
 /// What a user can act on in a store error (it never holds credentials):
 /// the store's own error code and message rather than its XML body.
 fn describe(e: &object_store::Error) -> String {
@@ -448,8 +457,18 @@ pub fn is_tarball(name: &str) -> bool {
     name.ends_with(".tar.gz") || name.ends_with(".tgz")
 }
 
+/// Unpacks a `.tar.gz` into `dest`, which is replaced once it is complete.
+pub fn unpack_into(archive: &Path, dest: &Path) -> Result<()> {
+    let partial = dest.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).map_err(|e| io_err(&partial, e))?;
+    unpack(archive, &partial)?;
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::rename(&partial, dest).map_err(|e| io_err(dest, e))
+}
+
 /// Unpacks a `.tar.gz` into `dest` (entries that would leave it are refused).
-pub fn unpack(archive: &Path, dest: &Path) -> Result<()> {
+fn unpack(archive: &Path, dest: &Path) -> Result<()> {
     let file = std::fs::File::open(archive).map_err(|e| io_err(archive, e))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     tar.set_overwrite(true);

@@ -5,6 +5,7 @@
 //! outputs are returned as `raw_output_contents` (little-endian), as
 //! Triton's server does.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,8 +13,8 @@ use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::codec::BadInput;
-use super::http::{ApiError, App, Models};
-use super::predictions::{Predictions, Shape};
+use super::http::{ApiError, App};
+use super::predictions::Predictions;
 use super::v2;
 
 /// The generated messages and service.
@@ -83,23 +84,16 @@ impl Service {
     }
 }
 
-/// A version other than the served one is an unknown model version.
+/// The REST check of a version; gRPC sends an empty one for "any".
 fn check_version(version: &str) -> Result<(), ApiError> {
-    if version.is_empty() || version == v2::MODEL_VERSION {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!(
-            "version {version:?} is not served: models have version {}",
-            v2::MODEL_VERSION
-        )))
-    }
+    super::http::check_version((!version.is_empty()).then_some(version))
 }
 
 /// The input tensor's data as the binary tensor extension lays it out:
 /// the raw bytes, or the typed contents encoded little-endian.
-fn input_bytes(t: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<u8>, BadInput> {
+fn input_bytes<'a>(t: &InferInputTensor, raw: Option<&'a [u8]>) -> Result<Cow<'a, [u8]>, BadInput> {
     if let Some(raw) = raw {
-        return Ok(raw.to_vec());
+        return Ok(Cow::Borrowed(raw));
     }
     let c = t.contents.clone().unwrap_or_default();
     let mut out = Vec::new();
@@ -150,7 +144,7 @@ fn input_bytes(t: &InferInputTensor, raw: Option<&[u8]>) -> Result<Vec<u8>, BadI
         // Unknown types are refused by the tensor parser with the list.
         _ => {}
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// Parses the request's one input tensor into rows for `expect`.
@@ -214,7 +208,7 @@ fn outputs(
         raw.push(p.labels.iter().flat_map(|l| l.to_le_bytes()).collect());
     }
     if let Some(name) = value_name.filter(|n| wanted(n)) {
-        let flat = p.width == 1 && p.shape != Shape::Multiclass && p.shape != Shape::Projection;
+        let flat = p.shape.flat_values(p.width);
         tensors.push(InferOutputTensor {
             name: name.into(),
             datatype: "FP32".into(),
@@ -260,12 +254,8 @@ impl GrpcInferenceService for Service {
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let start = Instant::now();
         let r = request.into_inner();
-        let reply = check_version(&r.version).map(|()| {
-            let ready = match &self.app.models {
-                Models::Single { name, .. } => *name == r.name,
-                Models::Multi(registry) => registry.describe(&r.name).is_some(),
-            };
-            pb::ModelReadyResponse { ready }
+        let reply = check_version(&r.version).map(|()| pb::ModelReadyResponse {
+            ready: self.app.knows(&r.name),
         });
         self.finish("grpc_model_ready", start, reply)
     }

@@ -464,7 +464,7 @@ async fn v2_ready(State(app): State<Arc<App>>) -> Response {
     )
 }
 
-fn check_version(version: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn check_version(version: Option<&str>) -> Result<(), ApiError> {
     match version {
         None | Some(v2::MODEL_VERSION) => Ok(()),
         Some(v) => Err(ApiError::NotFound(format!(
@@ -497,13 +497,19 @@ async fn v2_model_version(
     finish(&app, "v2_model", start, reply)
 }
 
+impl App {
+    /// Whether `name` is a served (or, in multi-model mode, registered) model.
+    pub(crate) fn knows(&self, name: &str) -> bool {
+        match &self.models {
+            Models::Single { name: own, .. } => own == name,
+            Models::Multi(r) => r.describe(name).is_some(),
+        }
+    }
+}
+
 fn v2_ready_reply(app: &App, name: &str, version: Option<&str>) -> Reply {
     check_version(version)?;
-    let known = match &app.models {
-        Models::Single { name: own, .. } => own == name,
-        Models::Multi(r) => r.describe(name).is_some(),
-    };
-    if known {
+    if app.knows(name) {
         Ok(StatusCode::OK.into_response())
     } else {
         Err(ApiError::NotFound(format!("no model named {name:?}")))

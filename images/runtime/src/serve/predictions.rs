@@ -48,6 +48,12 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// Whether values of `width` per row go out as `[rows]` rather than
+    /// `[rows, width]` (one number per row, not a list by nature).
+    pub fn flat_values(self, width: usize) -> bool {
+        width == 1 && self != Shape::Multiclass && self != Shape::Projection
+    }
+
     pub fn has_label(self) -> bool {
         !matches!(self, Shape::Regressor | Shape::Projection)
     }

@@ -78,16 +78,7 @@ pub async fn resolve_url(
         root.join(path)
     };
     if path.is_file() && crate::storage::is_tarball(&path.to_string_lossy()) {
-        let partial = local_dir.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&partial);
-        std::fs::create_dir_all(&partial)
-            .and_then(|()| {
-                crate::storage::unpack(&path, &partial).map_err(|e| std::io::Error::other(e.0))
-            })
-            .and_then(|()| {
-                let _ = std::fs::remove_dir_all(&local_dir);
-                std::fs::rename(&partial, &local_dir)
-            })
+        crate::storage::unpack_into(&path, &local_dir)
             .map_err(|e| RegistryError::BadModel(format!("{url}: {e}")))?;
         return model_folder(url, &local_dir).map(|d| (d, true));
     }

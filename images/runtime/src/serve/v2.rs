@@ -440,8 +440,7 @@ pub fn write_infer(
         if !first {
             out.push(',');
         }
-        let shape = if p.width == 1 && p.shape != Shape::Multiclass && p.shape != Shape::Projection
-        {
+        let shape = if p.shape.flat_values(p.width) {
             format!("[{}]", p.rows)
         } else {
             format!("[{},{}]", p.rows, p.width)
@@ -494,7 +493,7 @@ pub fn model_metadata(
         outputs.push(json!({"name": l, "datatype": "INT64", "shape": [-1]}));
     }
     if let Some(v) = value {
-        let dims = if width == 1 && shape != Shape::Multiclass && shape != Shape::Projection {
+        let dims = if shape.flat_values(width) {
             json!([-1])
         } else {
             json!([-1, width])
