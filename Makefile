@@ -42,10 +42,10 @@ test-images: ## build the operator and runtime images and check them (non-root, 
 	images/operator/test.sh
 	images/runtime/test.sh
 
-bench-train: ## kiln-runtime train vs scikit-learn: times, ratios and the k-means machine limit
+bench-train: ## kiln-runtime train vs scikit-learn: times, ratios and the k-means machine limit (ONLY=kmeans,pca,... for a subset)
 	eval "$$(images/runtime/torch-env.sh --with-sklearn)" && \
 	  $(CARGO) build --release --locked -p kiln-runtime && \
-	  python images/runtime/bench/bench_train.py "$$(realpath "$${CARGO_TARGET_DIR:-target}")/release/kiln-runtime" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-train"
+	  python images/runtime/bench/bench_train.py "$$(realpath "$${CARGO_TARGET_DIR:-target}")/release/kiln-runtime" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-train" "$(ONLY)"
 
 bench-serve: ## kiln-runtime serve vs MLServer and the bare HTTP limit: req/s, p50, p99 and ratios (wrk)
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk; } >/dev/null || { echo "bench-serve needs wrk (apt-get install wrk)"; exit 1; }

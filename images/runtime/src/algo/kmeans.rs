@@ -98,6 +98,50 @@ pub fn assign_stats(x: &Tensor, centers: &Tensor, block: i64) -> (Tensor, Tensor
     assign_stats_tensor(x, centers, block)
 }
 
+/// The Lloyd update from the per-cluster `sums` `[k, d]` and `counts`
+/// `[k]` (f64): each center moves to the mean of its rows (a center with no
+/// rows stays where it is). Returns the new centers and the summed squared
+/// shift. On the CPU it is plain Rust: as tensor operations the update cost
+/// 0.3 ms an iteration (1.8 ms the first time) beside an 8-10 ms step on 1M
+/// rows. Both paths round alike: the mean in f64, the shift from f32
+/// differences summed in f64.
+pub fn lloyd_update(sums: &Tensor, counts: &Tensor, centers: &Tensor) -> (Tensor, f64) {
+    let old = centers.contiguous();
+    if let (Some(old), Ok(s), Ok(c)) = (
+        par::cpu_f32(&old),
+        Vec::<f64>::try_from(sums.to_kind(TKind::Double).view(-1)),
+        Vec::<f64>::try_from(counts.to_kind(TKind::Double)),
+    ) {
+        let d = old.len() / c.len().max(1);
+        let mut shift = 0f64;
+        let new: Vec<f32> = old
+            .chunks_exact(d.max(1))
+            .zip(s.chunks_exact(d.max(1)))
+            .zip(&c)
+            .flat_map(|((o, s), &c)| {
+                o.iter()
+                    .zip(s)
+                    .map(move |(&o, &s)| if c == 0.0 { o } else { (s / c) as f32 })
+            })
+            .collect();
+        for (a, b) in new.iter().zip(old) {
+            shift += f64::from((a - b) * (a - b));
+        }
+        return (
+            Tensor::from_slice(&new).view(centers.size().as_slice()),
+            shift,
+        );
+    }
+    let empty = counts.eq(0.0).unsqueeze(1);
+    let new = (sums / counts.clamp_min(1.0).unsqueeze(1)).to_kind(TKind::Float);
+    let new = centers.where_self(&empty, &new);
+    let shift = (&new - centers)
+        .square()
+        .sum(TKind::Double)
+        .double_value(&[]);
+    (new, shift)
+}
+
 /// [`assign_stats`] with tensor operations, for any device.
 pub fn assign_stats_tensor(x: &Tensor, centers: &Tensor, block: i64) -> (Tensor, Tensor, f64) {
     let _guard = tch::no_grad_guard();
@@ -275,13 +319,7 @@ fn train(ctx: &mut Context) -> Result<()> {
             let (sums, counts, inertia) = assign_stats(&x, &centers, block);
             let inertia_t = Tensor::from_slice(&[inertia]).to_device(device);
             let s = ctx.comm.sum(&[&sums, &counts, &inertia_t])?;
-            let empty = s[1].eq(0.0).unsqueeze(1);
-            let new = (&s[0] / s[1].clamp_min(1.0).unsqueeze(1)).to_kind(TKind::Float);
-            let new = centers.where_self(&empty, &new);
-            let shift = (&new - &centers)
-                .square()
-                .sum(TKind::Double)
-                .double_value(&[]);
+            let (new, shift) = lloyd_update(&s[0], &s[1], &centers);
             centers = new;
             (shift, s[2].double_value(&[0]) / n)
         } else {
@@ -374,4 +412,30 @@ fn mini_batch_epoch(
         total += s[2].double_value(&[0]);
     }
     Ok((0.0, total / n as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lloyd_update_moves_centers_to_means_and_keeps_empty_ones() {
+        // 3 centers in 2-d; the middle one got no rows.
+        let centers = Tensor::from_slice(&[1.0f32, 2.0, 5.0, 5.0, -1.0, 0.5]).view([3, 2]);
+        let sums = Tensor::from_slice(&[4.0f64, 6.0, 0.0, 0.0, -3.0, 3.0]).view([3, 2]);
+        let counts = Tensor::from_slice(&[2.0f64, 0.0, 3.0]);
+        let (new, shift) = lloyd_update(&sums, &counts, &centers);
+        let got = Vec::<f32>::try_from(new.view(-1)).unwrap();
+        assert_eq!(got, vec![2.0, 3.0, 5.0, 5.0, -1.0, 1.0]);
+        // (1 + 1) + 0 + (0 + 0.25)
+        assert_eq!(shift, 2.25);
+        // The tensor path (taken off the CPU fast path here by f64
+        // centers) gives the same.
+        let (tnew, tshift) = lloyd_update(&sums, &counts, &centers.to_kind(TKind::Double));
+        assert_eq!(
+            Vec::<f64>::try_from(tnew.view(-1)).unwrap(),
+            vec![2.0, 3.0, 5.0, 5.0, -1.0, 1.0]
+        );
+        assert_eq!(tshift, shift);
+    }
 }

@@ -5,8 +5,8 @@
 //! materializes the distance matrix; this reads the data once.
 //!
 //! Kernels, picked at run time: AVX-512 (one 16-lane FMA per row and pair
-//! of features for 8 centers), AVX2 with FMA (one 8-lane FMA per row and
-//! feature), and portable Rust. On x86 the data is prefetched into L2 a
+//! of features for 8 centers, and the argmin of 8 rows at once), AVX2 with
+//! FMA (one 8-lane FMA per row and feature), and portable Rust. On x86 the data is prefetched into L2 a
 //! fixed distance ahead, so the arithmetic hides under the memory traffic.
 
 use crate::par;
@@ -78,7 +78,7 @@ fn assign_range(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc 
     {
         let pairs = pair_centers(ct, d);
         // SAFETY: the features the function is compiled for are present.
-        return unsafe { assign_range_avx512(x, d, k, &pairs, c_sq) };
+        return unsafe { assign_range_avx512(x, d, k, lines_as_floats(&pairs), c_sq) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -142,20 +142,36 @@ fn nearest_avx2<const R: usize>(
     best
 }
 
-/// Rows of one AVX-512 tile: 8 accumulators keep both FMA units busy.
+/// 16 floats on a 64-byte boundary: a 64-byte load or store of one never
+/// spans two cache lines.
 #[cfg(target_arch = "x86_64")]
-const TILE512: usize = 8;
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+#[cfg(target_arch = "x86_64")]
+fn lines_as_floats(lines: &[Line]) -> &[f32] {
+    // SAFETY: a `Line` is 16 contiguous floats with no padding.
+    unsafe { std::slice::from_raw_parts(lines.as_ptr().cast(), lines.len() * 16) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn lines_as_floats_mut(lines: &mut [Line]) -> &mut [f32] {
+    // SAFETY: as in `lines_as_floats`; the borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 16) }
+}
 
 /// The centers of [`transpose_centers`] regrouped for 512-bit vectors: per
-/// group of 8 centers and pair of features `(2p, 2p + 1)`, 16 floats with
-/// lane `2i` holding center `i`'s feature `2p` and lane `2i + 1` its
+/// group of 8 centers and pair of features `(2p, 2p + 1)`, one [`Line`]
+/// with lane `2i` holding center `i`'s feature `2p` and lane `2i + 1` its
 /// feature `2p + 1` (0 past the last feature). One 64-bit broadcast of a
 /// row's two features then multiplies against all 8 centers at once.
 #[cfg(target_arch = "x86_64")]
-fn pair_centers(ct: &[f32], d: usize) -> Vec<f32> {
+fn pair_centers(ct: &[f32], d: usize) -> Vec<Line> {
     let pairs = d.div_ceil(2);
     let groups = ct.len() / (d * LANES);
-    let mut out = vec![0f32; groups * pairs * 2 * LANES];
+    let mut lines = vec![Line([0.0; 16]); groups * pairs];
+    let out = lines_as_floats_mut(&mut lines);
     for g in 0..groups {
         let cg = &ct[g * d * LANES..(g + 1) * d * LANES];
         let og = &mut out[g * pairs * 2 * LANES..(g + 1) * pairs * 2 * LANES];
@@ -165,179 +181,437 @@ fn pair_centers(ct: &[f32], d: usize) -> Vec<f32> {
             }
         }
     }
-    out
+    lines
 }
 
-/// The step with 512-bit vectors: [`nearest_avx512`] for the distances,
-/// and each row added into its cluster's sum with masked 16-lane loads and
-/// stores; `|x|^2` is summed from the same loads.
+/// Rows of one AVX-512 tile: 8 independent accumulators cover the latency
+/// of the FMA units.
+#[cfg(target_arch = "x86_64")]
+const TILE512: usize = 8;
+
+/// The step with 512-bit vectors, per tile of 8 rows: [`tile_dots`] for
+/// the dot products, [`tile_nearest`] for the nearest centers of all 8 rows
+/// at once, then [`add_rows512`] adds each row into its cluster's sum.
+/// `|x|^2` and the distances are summed in f64 vectors, once per tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32]) -> Acc {
     use std::arch::x86_64::{
-        _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps,
-        _mm512_reduce_add_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+        __m512, __m512d, __m512i, _CMP_LT_OQ, _mm256_castpd_ps, _mm512_add_pd, _mm512_castps_pd,
+        _mm512_castps512_ps256, _mm512_cmp_ps_mask, _mm512_cvtps_pd, _mm512_extractf64x4_pd,
+        _mm512_mask_blend_epi32, _mm512_mask_blend_ps, _mm512_maskz_compress_ps,
+        _mm512_reduce_add_pd, _mm512_setzero_pd, _mm512_storeu_si512,
     };
-    let mut acc = Acc {
-        sums: vec![0.0; k * d],
-        counts: vec![0.0; k],
-        inertia: 0.0,
-    };
-    // The per-cluster sums of a chunk, each padded to whole vectors: a row
-    // added right after another of the same cluster then reads what a
-    // plain (unmasked) store wrote, which the CPU forwards; a masked store
-    // would make it wait for the write to reach the cache.
-    let vectors = d.div_ceil(16);
-    let stride = vectors * 16;
-    // Two copies, for even and odd rows: a row never waits on the store of
+    let np = d.div_ceil(2);
+    let groups = c_sq.len() / LANES;
+    assert!(k >= 1 && pairs.len() == groups * np * 16);
+    let consts = group_consts(c_sq);
+    let full = d / 16;
+    let tail = ((1u32 << (d % 16)) - 1) as u16;
+    let stride = d.div_ceil(16) * 16;
+    // The per-cluster sums of a chunk, padded to whole aligned vectors, in
+    // two copies (even and odd rows): a row never waits on the store of
     // the row just before it.
-    let mut block = vec![0f32; 2 * k * stride];
-    let masks: Vec<u16> = (0..vectors)
-        .map(|v| {
-            let left = d - v * 16;
-            if left >= 16 {
-                u16::MAX
-            } else {
-                (1u16 << left) - 1
-            }
-        })
-        .collect();
-    let mut add = |block: &mut [f32], rows: &[f32], best: &[(usize, f32)]| {
-        // `|x|^2` in 4 accumulators: one would chain every FMA of the tile
-        // behind the previous one's latency.
-        let mut sq = [_mm512_setzero_ps(); 4];
-        for (i, (row, &(c, dist))) in rows.chunks_exact(d).zip(best).enumerate() {
-            let at = ((i & 1) * k + c) * stride;
-            let dst = &mut block[at..at + stride];
-            for (v, &m) in masks.iter().enumerate() {
-                // SAFETY: the mask covers lanes `v * 16 ..` below `d` only,
-                // inside `row` (masked-off lanes are not read, and read as
-                // 0); `dst` is `stride` long, a whole number of vectors.
-                unsafe {
-                    let xv = _mm512_maskz_loadu_ps(m, row.as_ptr().add(v * 16));
-                    let bv = _mm512_loadu_ps(dst.as_ptr().add(v * 16));
-                    _mm512_storeu_ps(dst.as_mut_ptr().add(v * 16), _mm512_add_ps(bv, xv));
-                    sq[v % 4] = _mm512_fmadd_ps(xv, xv, sq[v % 4]);
-                }
-            }
-            acc.inertia += f64::from(dist);
-            acc.counts[c] += 1.0;
+    let mut lines = vec![Line([0.0; 16]); 2 * k * (stride / 16)];
+    let block = lines_as_floats_mut(&mut lines);
+    let mut counts = vec![0u64; 2 * k];
+    let mut sums = vec![0f64; k * d];
+    // f64 partial sums of |x|^2 and of the distances |c|^2 - 2 x.c.
+    let mut inertia: [__m512d; 2] = [_mm512_setzero_pd(); 2];
+    let nothing = (std::ptr::null(), 0);
+    let tile = |rows: &[f32], ahead| -> (__m512, __m512i) {
+        let mut best = tile_nearest(&tile_dots(rows, d, &pairs[..np * 16], ahead), &consts[0]);
+        for (g, gc) in consts.iter().enumerate().skip(1) {
+            let cg = &pairs[g * np * 16..][..np * 16];
+            let next = tile_nearest(&tile_dots(rows, d, cg, nothing), gc);
+            // Strictly smaller only: on a tie the earlier group's (lower)
+            // index stays.
+            let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(next.0, best.0);
+            best = (
+                _mm512_mask_blend_ps(m, best.0, next.0),
+                _mm512_mask_blend_epi32(m, best.1, next.1),
+            );
         }
-        let sq = _mm512_add_ps(_mm512_add_ps(sq[0], sq[1]), _mm512_add_ps(sq[2], sq[3]));
-        acc.inertia += f64::from(_mm512_reduce_add_ps(sq));
+        best
+    };
+    let mut add = |block: &mut [f32], rows: &[f32], used: usize, best: (__m512, __m512i)| {
+        let mut idx = [0u32; 16];
+        // SAFETY: `idx` holds 16 elements.
+        unsafe { _mm512_storeu_si512(idx.as_mut_ptr().cast(), best.1) };
+        assert!(rows.len() >= used * d && block.len() == 2 * k * stride);
+        // SAFETY: asserted above: `used` rows in `rows`, 2k runs of
+        // `stride` floats in `block`; `counts` holds 2k counters.
+        let sq = unsafe {
+            add_rows512(
+                rows.as_ptr(),
+                used,
+                &idx,
+                block.as_mut_ptr(),
+                &mut counts,
+                Shape512 {
+                    d,
+                    k,
+                    stride,
+                    full,
+                    tail,
+                },
+            )
+        };
+        let picked = (0..used).fold(0u16, |m, r| m | (1 << TILE_LANE[r]));
+        let dist = _mm512_castps512_ps256(_mm512_maskz_compress_ps(picked, best.0));
+        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(sq)));
+        inertia[0] = _mm512_add_pd(inertia[0], _mm512_cvtps_pd(_mm512_castps512_ps256(sq)));
+        inertia[1] = _mm512_add_pd(inertia[1], _mm512_cvtps_pd(high));
+        inertia[0] = _mm512_add_pd(inertia[0], _mm512_cvtps_pd(dist));
     };
     let end = x.as_ptr_range().end;
+    let mut pad = vec![0f32; TILE512 * d];
     for chunk in x.chunks(FLUSH_ROWS * d) {
         let mut tiles = chunk.chunks_exact(TILE512 * d);
         for rows in &mut tiles {
-            prefetch_ahead(rows, end);
-            let best = nearest_avx512::<TILE512>(rows, d, pairs, c_sq);
-            add(&mut block, rows, &best);
+            let best = tile(rows, lines_ahead(rows, end));
+            add(block, rows, TILE512, best);
         }
+        // The last rows of a chunk, as a tile padded with zero rows whose
+        // results are not used.
         let rest = tiles.remainder();
-        for row in rest.chunks_exact(d) {
-            let best = nearest_avx512::<1>(row, d, pairs, c_sq);
-            add(&mut block, row, &best);
+        if !rest.is_empty() {
+            pad[..rest.len()].copy_from_slice(rest);
+            pad[rest.len()..].fill(0.0);
+            let best = tile(&pad, nothing);
+            add(block, &pad, rest.len() / d, best);
         }
         let (even, odd) = block.split_at_mut(k * stride);
-        for ((sums, a), b) in acc
-            .sums
+        for ((s, a), b) in sums
             .chunks_exact_mut(d)
             .zip(even.chunks_exact_mut(stride))
             .zip(odd.chunks_exact_mut(stride))
         {
-            for ((s, a), b) in sums.iter_mut().zip(a.iter_mut()).zip(b.iter_mut()) {
+            for ((s, a), b) in s.iter_mut().zip(a.iter_mut()).zip(b.iter_mut()) {
                 *s += f64::from(*a) + f64::from(*b);
                 (*a, *b) = (0.0, 0.0);
+            }
+        }
+    }
+    Acc {
+        sums,
+        counts: (0..k).map(|c| (counts[c] + counts[k + c]) as f64).collect(),
+        inertia: _mm512_reduce_add_pd(_mm512_add_pd(inertia[0], inertia[1])),
+    }
+}
+
+/// Bytes ahead of the rows being worked on that are requested into the
+/// core's L2 cache: with the loads issued this early, the arithmetic of a
+/// tile overlaps the memory traffic of later ones. Measured on 1M x 50,
+/// k = 8, 2 threads, before the data sat on huge pages: the step took
+/// 16-19 ms without (about the sum of compute and memory time), 11-12 ms
+/// with (one pass over the data alone: 10-11 ms). Into L1 instead, or from
+/// 2 to 8 KiB ahead, gained less; 16 to 128 KiB ahead are alike.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_BYTES: usize = 32 << 10;
+
+/// The cache lines `PREFETCH_BYTES` past `rows`, up to `end`: the first
+/// line's address and how many there are.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lines_ahead(rows: &[f32], end: *const f32) -> (*const i8, usize) {
+    let start = rows.as_ptr() as usize + PREFETCH_BYTES;
+    let stop = (end as usize).min(start + std::mem::size_of_val(rows));
+    (start as *const i8, stop.saturating_sub(start).div_ceil(64))
+}
+
+/// Asks for line `i` of [`lines_ahead`]'s `first`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_line(first: *const i8, i: usize) {
+    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+    // SAFETY: a prefetch is a hint: it never faults and changes no program
+    // state; the address is inside the data.
+    unsafe { _mm_prefetch::<_MM_HINT_T1>(first.wrapping_add(i * 64)) };
+}
+
+/// Asks for all the cache lines `PREFETCH_BYTES` past `rows`, up to `end`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ahead(rows: &[f32], end: *const f32) {
+    let (first, lines) = lines_ahead(rows, end);
+    for i in 0..lines {
+        prefetch_line(first, i);
+    }
+}
+
+/// The 8 dot-product accumulators of a tile of 8 rows against one group
+/// of 8 centers (see [`pair_centers`]): lane `2i + f` of row r's vector
+/// holds the part of `x_r . c_i` over the features of parity `f`. One
+/// 64-bit broadcast of two features and one 16-lane FMA per row and pair.
+///
+/// `ahead` ([`lines_ahead`]) are prefetched one per pair of features, in
+/// among the arithmetic: issued all at once before the tile, they filled
+/// the core's miss buffers and its own loads waited (9.0-9.4 ms against
+/// 7.5-8.4 ms for the step on 1M x 50, k = 8, 2 threads).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+fn tile_dots(
+    rows: &[f32],
+    d: usize,
+    cg: &[f32],
+    ahead: (*const i8, usize),
+) -> [std::arch::x86_64::__m512; TILE512] {
+    use std::arch::x86_64::{
+        __m512, _mm512_castpd_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_pd, _mm512_set1_ps,
+        _mm512_setzero_ps,
+    };
+    let full = d / 2;
+    assert!(rows.len() >= TILE512 * d && cg.len() >= d.div_ceil(2) * 16);
+    let mut acc: [__m512; TILE512] = [_mm512_setzero_ps(); TILE512];
+    // One pointer per row: each broadcast is then a single load with
+    // base + index addressing.
+    let starts: [*const f64; TILE512] =
+        std::array::from_fn(|r| rows[r * d..].as_ptr().cast::<f64>());
+    let (first, lines) = ahead;
+    for p in 0..full {
+        if p < lines {
+            prefetch_line(first, p);
+        }
+        // SAFETY: p < d / 2, so the 16 floats at `p * 16` are in `cg` and
+        // the 2 floats at `2p` of row r are in `rows` (asserted above).
+        unsafe {
+            let c = _mm512_loadu_ps(cg.as_ptr().add(p * 16));
+            for (a, start) in acc.iter_mut().zip(starts) {
+                let two = start.add(p).read_unaligned();
+                *a = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_set1_pd(two)), c, *a);
+            }
+        }
+    }
+    for i in full..lines {
+        prefetch_line(first, i);
+    }
+    if d % 2 == 1 {
+        // SAFETY: the last pair holds one feature; its odd lanes are 0.
+        unsafe {
+            let c = _mm512_loadu_ps(cg.as_ptr().add(full * 16));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let v = *rows.get_unchecked(r * d + d - 1);
+                *a = _mm512_fmadd_ps(_mm512_set1_ps(v), c, *a);
             }
         }
     }
     acc
 }
 
-/// Bytes ahead of the rows being worked on that are requested into the
-/// core's L2 cache: with the loads issued this early, the arithmetic of a
-/// tile overlaps the memory traffic of later ones. Measured on 1M x 50,
-/// k = 8, 2 threads: the step took 16-19 ms without (about the sum of
-/// compute and memory time), 11-12 ms with (one pass over the data alone:
-/// 10-11 ms). Into L1 instead, or from 2 to 8 KiB ahead, gained less.
+/// Per group of 8 centers, for [`tile_nearest`]: `|c|^2` of the even and
+/// the odd center of each 128-bit lane (lane L: centers 2L and 2L + 1),
+/// and their indices.
 #[cfg(target_arch = "x86_64")]
-const PREFETCH_BYTES: usize = 32 << 10;
-
-/// Asks for the cache lines `PREFETCH_BYTES` past `rows`, up to `end`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn prefetch_ahead(rows: &[f32], end: *const f32) {
-    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-    let start = rows.as_ptr() as usize + PREFETCH_BYTES;
-    let stop = (end as usize).min(start + std::mem::size_of_val(rows));
-    for at in (start..stop).step_by(64) {
-        // SAFETY: a prefetch is a hint: it never faults and changes no
-        // program state; the address is inside the data.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(at as *const i8) };
-    }
+struct GroupConsts {
+    cs_even: std::arch::x86_64::__m512,
+    cs_odd: std::arch::x86_64::__m512,
+    i_even: std::arch::x86_64::__m512i,
+    i_odd: std::arch::x86_64::__m512i,
 }
 
-/// For each of the `R` rows, the nearest center and `|c|^2 - 2 x.c`, with
-/// one 512-bit FMA per row and pair of features for 8 centers (see
-/// [`pair_centers`]); the two halves of each dot product are added at the
-/// end and the argmin is [`argmin8`]'s.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn group_consts(c_sq: &[f32]) -> Vec<GroupConsts> {
+    use std::arch::x86_64::{_mm512_loadu_ps, _mm512_loadu_si512};
+    c_sq.chunks_exact(LANES)
+        .enumerate()
+        .map(|(g, cs)| {
+            let pick = |odd: usize| -> ([f32; 16], [i32; 16]) {
+                (
+                    std::array::from_fn(|e| cs[2 * (e / 4) + odd]),
+                    std::array::from_fn(|e| (g * LANES + 2 * (e / 4) + odd) as i32),
+                )
+            };
+            let ((ce, ie), (co, io)) = (pick(0), pick(1));
+            // SAFETY: each array holds 16 elements.
+            unsafe {
+                GroupConsts {
+                    cs_even: _mm512_loadu_ps(ce.as_ptr()),
+                    cs_odd: _mm512_loadu_ps(co.as_ptr()),
+                    i_even: _mm512_loadu_si512(ie.as_ptr().cast()),
+                    i_odd: _mm512_loadu_si512(io.as_ptr().cast()),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Where row r of a tile is in [`tile_nearest`]'s result.
+#[cfg(target_arch = "x86_64")]
+const TILE_LANE: [usize; TILE512] = [0, 1, 2, 3, 8, 9, 10, 11];
+
+/// The nearest center of one group for each row of a tile, from its
+/// [`tile_dots`] accumulators, with no horizontal work per row: shuffles
+/// transpose the accumulators (adding the two feature parities on the way)
+/// so that lane L of a vector holds one center for 4 rows, then a tree of
+/// three compare-and-blend steps keeps the smaller `|c|^2 - 2 x.c` and its
+/// index. At each step the candidate with the lower indices is the one
+/// kept on a tie, so ties go to the lowest index, as on the other paths.
+/// Rows 0-3 come out in elements 0-3, rows 4-7 in elements 8-11
+/// ([`TILE_LANE`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn tile_nearest(
+    acc: &[std::arch::x86_64::__m512; TILE512],
+    k: &GroupConsts,
+) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512i) {
+    use std::arch::x86_64::{
+        __m512, __m512i, _CMP_LT_OQ, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps,
+        _mm512_mask_blend_epi32, _mm512_mask_blend_ps, _mm512_set1_ps, _mm512_shuffle_f32x4,
+        _mm512_shuffle_i32x4, _mm512_shuffle_ps,
+    };
+    // Lane L of `rows2(a, b)`: [a.c(2L), a.c(2L+1), b.c(2L), b.c(2L+1)].
+    let rows2 = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x88>(a, b),
+            _mm512_shuffle_ps::<0xDD>(a, b),
+        )
+    };
+    let (p01, p23) = (rows2(acc[0], acc[1]), rows2(acc[2], acc[3]));
+    let (p45, p67) = (rows2(acc[4], acc[5]), rows2(acc[6], acc[7]));
+    let minus2 = _mm512_set1_ps(-2.0);
+    // From lane L, element r of the dot products with the even and the odd
+    // center of each lane: the nearer of the two, for 4 rows.
+    let pair = |even: __m512, odd: __m512| -> (__m512, __m512i) {
+        let de = _mm512_fmadd_ps(even, minus2, k.cs_even);
+        let dd = _mm512_fmadd_ps(odd, minus2, k.cs_odd);
+        let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(dd, de);
+        (
+            _mm512_mask_blend_ps(m, de, dd),
+            _mm512_mask_blend_epi32(m, k.i_even, k.i_odd),
+        )
+    };
+    let (va, ia) = pair(
+        _mm512_shuffle_ps::<0x88>(p01, p23),
+        _mm512_shuffle_ps::<0xDD>(p01, p23),
+    );
+    let (vb, ib) = pair(
+        _mm512_shuffle_ps::<0x88>(p45, p67),
+        _mm512_shuffle_ps::<0xDD>(p45, p67),
+    );
+    // `hi` where strictly smaller: `lo` holds the lower indices.
+    let merge = |lo: (__m512, __m512i), hi: (__m512, __m512i)| {
+        let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(hi.0, lo.0);
+        (
+            _mm512_mask_blend_ps(m, lo.0, hi.0),
+            _mm512_mask_blend_epi32(m, lo.1, hi.1),
+        )
+    };
+    // Lanes ({0,1} rows 0-3, {4,5} rows 0-3, {0,1} rows 4-7, {4,5} rows
+    // 4-7) against the same with {2,3} and {6,7}.
+    let u = merge(
+        (
+            _mm512_shuffle_f32x4::<0x88>(va, vb),
+            _mm512_shuffle_i32x4::<0x88>(ia, ib),
+        ),
+        (
+            _mm512_shuffle_f32x4::<0xDD>(va, vb),
+            _mm512_shuffle_i32x4::<0xDD>(ia, ib),
+        ),
+    );
+    // Centers 0-3 against 4-7.
+    merge(
+        (
+            _mm512_shuffle_f32x4::<0xA0>(u.0, u.0),
+            _mm512_shuffle_i32x4::<0xA0>(u.1, u.1),
+        ),
+        (
+            _mm512_shuffle_f32x4::<0xF5>(u.0, u.0),
+            _mm512_shuffle_i32x4::<0xF5>(u.1, u.1),
+        ),
+    )
+}
+
+/// Sizes for [`add_rows512`]: `d` features per row, `k` clusters, sums
+/// `stride` floats apart, rows of `full` whole vectors plus a `tail` mask.
+#[cfg(target_arch = "x86_64")]
+struct Shape512 {
+    d: usize,
+    k: usize,
+    stride: usize,
+    full: usize,
+    tail: u16,
+}
+
+/// Adds each of the `used` rows at `rows` into its cluster's sum
+/// (`idx[TILE_LANE[r]]`; even rows into the first `k` runs of `block`, odd
+/// rows into the second) and count, and returns their squares summed lane
+/// by lane.
+///
+/// # Safety
+/// `rows` holds `used` rows of `d` floats, `block` `2k` runs of `stride`
+/// floats on 64-byte boundaries, and `counts` has `2k` elements.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn nearest_avx512<const R: usize>(
-    rows: &[f32],
-    d: usize,
-    pairs: &[f32],
-    c_sq: &[f32],
-) -> [(usize, f32); R] {
-    use std::arch::x86_64::{
-        __m512, _mm256_loadu_ps, _mm512_add_ps, _mm512_castpd_ps, _mm512_castps512_ps256,
-        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_permute_ps, _mm512_permutexvar_ps, _mm512_set1_pd,
-        _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps,
+unsafe fn add_rows512(
+    rows: *const f32,
+    used: usize,
+    idx: &[u32; 16],
+    block: *mut f32,
+    counts: &mut [u64],
+    s: Shape512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::{_mm512_add_ps, _mm512_setzero_ps};
+    let mut sq = [_mm512_setzero_ps(); 2];
+    let mut one = |r: usize, copy: usize| {
+        // An index is below k unless every distance was NaN; the clamp
+        // keeps even that inside the sums.
+        let c = (idx[TILE_LANE[r]] as usize).min(s.k - 1) + copy * s.k;
+        counts[c] += 1;
+        // SAFETY: row r < used and run c < 2k exist (the caller's promise).
+        unsafe { add_row512(block.add(c * s.stride), rows.add(r * s.d), s.full, s.tail) }
     };
-    let full = d / 2;
-    let np = d.div_ceil(2);
-    let groups = c_sq.len() / LANES;
-    assert!(rows.len() >= R * d && pairs.len() >= groups * np * 2 * LANES);
-    // Lanes 0, 2, .., 14 (the sums) to the low half.
-    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
-    let mut best = [(0usize, f32::INFINITY); R];
-    for g in 0..groups {
-        let cg = &pairs[g * np * 2 * LANES..(g + 1) * np * 2 * LANES];
-        let mut acc: [__m512; R] = [_mm512_setzero_ps(); R];
-        // One pointer per row: each broadcast is then a single load with
-        // base + index addressing, no address arithmetic per row.
-        let starts: [*const f64; R] = std::array::from_fn(|r| rows[r * d..].as_ptr().cast::<f64>());
-        for p in 0..full {
-            // SAFETY: p < d / 2, so the 16 floats at `p * 16` are in `cg`
-            // and the 2 floats at `2p` of row r are in `rows` (asserted).
-            unsafe {
-                let c = _mm512_loadu_ps(cg.as_ptr().add(p * 2 * LANES));
-                for (a, start) in acc.iter_mut().zip(starts) {
-                    let two = start.add(p).read_unaligned();
-                    *a = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_set1_pd(two)), c, *a);
-                }
-            }
-        }
-        if d % 2 == 1 {
-            // SAFETY: the last pair holds one feature; its odd lanes are 0.
-            unsafe {
-                let c = _mm512_loadu_ps(cg.as_ptr().add(full * 2 * LANES));
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let v = *rows.get_unchecked(r * d + d - 1);
-                    *a = _mm512_fmadd_ps(_mm512_set1_ps(v), c, *a);
-                }
-            }
-        }
-        // SAFETY: `c_sq` holds 8 floats per group.
-        let cs = unsafe { _mm256_loadu_ps(c_sq.as_ptr().add(g * LANES)) };
-        for (r, a) in acc.iter().enumerate() {
-            let sums = _mm512_add_ps(*a, _mm512_permute_ps::<0b10_11_00_01>(*a));
-            let dots = _mm512_castps512_ps256(_mm512_permutexvar_ps(evens, sums));
-            argmin8(dots, cs, g, &mut best[r]);
-        }
+    let mut r = 0;
+    while r + 1 < used {
+        sq[0] = _mm512_add_ps(sq[0], one(r, 0));
+        sq[1] = _mm512_add_ps(sq[1], one(r + 1, 1));
+        r += 2;
     }
-    best
+    if r < used {
+        sq[0] = _mm512_add_ps(sq[0], one(r, 0));
+    }
+    _mm512_add_ps(sq[0], sq[1])
+}
+
+/// Adds the row at `row` (`16 * full` floats, then the lanes of `tail`)
+/// into the sums at `dst` and returns its squares, lane by lane.
+///
+/// # Safety
+/// `row` holds the row's floats and `dst` is 64-byte aligned with room
+/// for `full` vectors, plus one if `tail` is not 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn add_row512(
+    dst: *mut f32,
+    row: *const f32,
+    full: usize,
+    tail: u16,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::{
+        _mm512_add_ps, _mm512_fmadd_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps,
+        _mm512_setzero_ps, _mm512_store_ps,
+    };
+    // SAFETY: the caller's promise; masked-off lanes are not read.
+    unsafe {
+        let mut sq = _mm512_setzero_ps();
+        for v in 0..full {
+            let xv = _mm512_loadu_ps(row.add(v * 16));
+            let at = dst.add(v * 16);
+            _mm512_store_ps(at, _mm512_add_ps(_mm512_load_ps(at), xv));
+            sq = _mm512_fmadd_ps(xv, xv, sq);
+        }
+        if tail != 0 {
+            let xv = _mm512_maskz_loadu_ps(tail, row.add(full * 16));
+            let at = dst.add(full * 16);
+            _mm512_store_ps(at, _mm512_add_ps(_mm512_load_ps(at), xv));
+            sq = _mm512_fmadd_ps(xv, xv, sq);
+        }
+        sq
+    }
 }
 
 /// Folds 8 dot products `x.c` of one group into `best`: `|c|^2 - 2 x.c`
@@ -630,7 +904,7 @@ mod tests {
             let (narrow, wide) = unsafe {
                 (
                     assign_range_avx2(&x, d, k, &ct, &c_sq),
-                    assign_range_avx512(&x, d, k, &pairs, &c_sq),
+                    assign_range_avx512(&x, d, k, lines_as_floats(&pairs), &c_sq),
                 )
             };
             assert_eq!(narrow.counts, wide.counts, "d {d} k {k}");
@@ -650,6 +924,29 @@ mod tests {
                 wide.inertia
             );
         }
+    }
+
+    #[test]
+    fn ties_go_to_the_lowest_index_on_every_path() {
+        // Center 5 repeats center 1, 9 repeats 3 and 12 repeats 6: no row
+        // may be counted for a repeat, on any path (9 and 12 sit in the
+        // second group of 8, so the merge between groups is covered too).
+        let (n, d, k) = (501, 6, 13);
+        let x = noise(n * d, 21);
+        let mut centers = noise(k * d, 22);
+        for (copy, of) in [(5, 1), (9, 3), (12, 6)] {
+            let src = centers[of * d..(of + 1) * d].to_vec();
+            centers[copy * d..(copy + 1) * d].copy_from_slice(&src);
+        }
+        let (ct, c_sq) = transpose_centers(&centers, d);
+        let plain = assign_range_any::<false>(&x, d, k, &ct, &c_sq);
+        for (copy, of) in [(5, 1), (9, 3), (12, 6)] {
+            assert_eq!(plain.counts[copy], 0.0, "center {copy}");
+            assert!(plain.counts[of] > 0.0, "center {of}");
+        }
+        // The widest kernel this CPU has.
+        let dispatched = assign_range(&x, d, k, &ct, &c_sq);
+        assert_eq!(dispatched.counts, plain.counts);
     }
 
     #[test]

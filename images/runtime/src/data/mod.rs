@@ -384,6 +384,7 @@ impl<'a> RowSink<'a> {
             [self.rows as i64, features as i64],
             (Kind::Float, tch::Device::Cpu),
         );
+        crate::par::advise_huge_pages(&x);
         let y = self
             .opts
             .has_label
