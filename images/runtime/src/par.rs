@@ -230,6 +230,44 @@ pub fn column_sums(x: &[f32], d: usize, mean: Option<&[f64]>, threads: usize) ->
 mod tests {
     use super::*;
 
+    /// The `AnonHugePages` of the mapping of this process that holds `at`.
+    #[cfg(target_os = "linux")]
+    fn huge_kib_at(at: usize) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&at);
+            } else if inside && let Some(kib) = line.strip_prefix("AnonHugePages:") {
+                return kib.trim().trim_end_matches("kB").trim().parse().ok();
+            }
+        }
+        None
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn large_tensors_land_on_huge_pages_where_the_kernel_offers_them() {
+        let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        if mode.is_empty() || mode.contains("[never]") {
+            eprintln!("transparent huge pages are off here: nothing to check");
+            return;
+        }
+        let mut t = Tensor::empty([16 << 20], (Kind::Float, Device::Cpu));
+        advise_huge_pages(&t);
+        let _ = t.fill_(1.0);
+        // madvise splits the mapping: the advised part holds the middle,
+        // all of the 64 MiB but the partial 2 MiB pages at either end.
+        let middle = t.data_ptr() as usize + (32 << 20);
+        let kib = huge_kib_at(middle).expect("the tensor's mapping");
+        assert!(kib >= 60 << 10, "{kib} KiB on huge pages");
+    }
+
     #[test]
     fn ranges_cover_every_row_once() {
         for (n, parts) in [(10, 3), (3, 8), (1, 1), (1000, 7), (0, 4)] {
