@@ -315,6 +315,7 @@ fn train(ctx: &mut Context) -> Result<()> {
     let threads = (device == tch::Device::Cpu).then(|| par::TorchThreads::set(1));
     let (loop_start, first_iter) = (std::time::Instant::now(), iter);
     while iter < max_iter {
+        let step_start = std::time::Instant::now();
         let (shift, msd) = if batch == 0 {
             let (sums, counts, inertia) = assign_stats(&x, &centers, block);
             let inertia_t = Tensor::from_slice(&[inertia]).to_device(device);
@@ -326,6 +327,9 @@ fn train(ctx: &mut Context) -> Result<()> {
             mini_batch_epoch(ctx, &x, &mut centers, counts_total, batch, iter, block)?
         };
         iter += 1;
+        let step_seconds = step_start.elapsed().as_secs_f64();
+        ctx.metrics
+            .emit("train:step_seconds", step_seconds, iter, Some(iter - 1));
         ctx.metrics.emit("train:msd", msd, iter, Some(iter - 1));
         let stop = ctx
             .comm
