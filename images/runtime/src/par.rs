@@ -132,6 +132,56 @@ where
     })
 }
 
+/// Runs `f` on `0..n` cut into runs of `chunk` (the last shorter), on
+/// `threads` threads that each take the next run not yet taken, and
+/// returns the results in run order, so that what they add up to does not
+/// depend on which thread ran what. Unlike [`map_ranges`]'s fixed halves,
+/// a thread slowed down (a busy neighbour on its core, a host that takes
+/// the core away for a while) leaves more of the work to the others
+/// instead of making every other thread wait for it at the end.
+pub fn map_chunks<T, F>(n: usize, chunk: usize, threads: usize, f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(Range<usize>) -> T + Sync,
+{
+    let chunk = chunk.max(1);
+    let runs = n.div_ceil(chunk);
+    let run = |i: usize| i * chunk..((i + 1) * chunk).min(n);
+    let workers = threads.clamp(1, runs.max(1));
+    if workers == 1 {
+        let _single = TorchThreads::set(1);
+        return (0..runs).map(|i| f(run(i))).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, T)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (f, next, run) = (&f, &next, &run);
+                s.spawn(move || {
+                    tch::set_num_threads(1);
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= runs {
+                            return out;
+                        }
+                        out.push((i, f(run(i))));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, v)| v).collect()
+}
+
 /// libtorch's intra-op thread count set for as long as the guard lives.
 pub struct TorchThreads(i32);
 
@@ -266,6 +316,16 @@ mod tests {
         let middle = t.data_ptr() as usize + (32 << 20);
         let kib = huge_kib_at(middle).expect("the tensor's mapping");
         assert!(kib >= 60 << 10, "{kib} KiB on huge pages");
+    }
+
+    #[test]
+    fn chunks_cover_every_row_once_in_order() {
+        for (n, chunk, threads) in [(10, 3, 2), (3, 8, 4), (1, 1, 1), (1000, 7, 3), (0, 4, 2)] {
+            let runs = map_chunks(n, chunk, threads, |r| r);
+            assert!(runs.iter().all(|r| r.len() <= chunk && !r.is_empty()));
+            let covered: Vec<usize> = runs.into_iter().flatten().collect();
+            assert_eq!(covered, (0..n).collect::<Vec<_>>(), "{n} {chunk} {threads}");
+        }
     }
 
     #[test]

@@ -37,7 +37,12 @@ pub fn assign_stats(
     let k = centers.len() / d;
     let (ct, c_sq) = transpose_centers(centers, d);
     let n = x.len() / d.max(1);
-    let parts = par::map_ranges(n, threads, |rows| {
+    // Runs of rows taken by whichever thread is free (results added in run
+    // order, so the sums do not depend on the threads' timing): on a shared
+    // host one core is often slowed for a while, and with fixed halves the
+    // whole step then waits for it.
+    let chunk = (n / (threads.max(1) * 16)).clamp(1024, 32 * 1024);
+    let parts = par::map_chunks(n, chunk, threads, |rows| {
         assign_range(&x[rows.start * d..rows.end * d], d, k, &ct, &c_sq)
     });
     let mut total = Acc {
@@ -961,6 +966,20 @@ mod tests {
                 "{sums:?} {ts:?}"
             );
             assert!((inertia - ti).abs() < 1e-4 * ti.max(1.0), "{inertia} {ti}");
+        }
+    }
+
+    #[test]
+    fn threads_taking_runs_as_they_come_give_identical_sums() {
+        // 21 runs of 1024 rows over 3 threads: which thread takes which run
+        // varies from call to call, the sums must not.
+        let (n, d, k) = (21 * 1024 - 5, 9, 6);
+        let x = noise(n * d, 31);
+        let centers = noise(k * d, 32);
+        let first = assign_stats(&x, d, &centers, 3);
+        for _ in 0..4 {
+            let again = assign_stats(&x, d, &centers, 3);
+            assert!(again.0 == first.0 && again.1 == first.1 && again.2 == first.2);
         }
     }
 
