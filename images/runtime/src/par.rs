@@ -106,30 +106,12 @@ where
     T: Send,
     F: Fn(Range<usize>) -> T + Sync,
 {
-    let parts = ranges(n, threads);
-    if parts.len() == 1 {
+    if n == 0 {
         let _single = TorchThreads::set(1);
-        return vec![f(parts[0].clone())];
+        return vec![f(0..0)];
     }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|r| {
-                let f = &f;
-                s.spawn(move || {
-                    tch::set_num_threads(1);
-                    f(r)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| match h.join() {
-                Ok(v) => v,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
+    // `ranges`' cut: runs of n / threads, one per thread.
+    map_chunks(n, n.div_ceil(threads.clamp(1, n)), threads, f)
 }
 
 /// Runs `f` on `0..n` cut into runs of `chunk` (the last shorter), on
@@ -332,6 +314,7 @@ mod tests {
     fn ranges_cover_every_row_once() {
         for (n, parts) in [(10, 3), (3, 8), (1, 1), (1000, 7), (0, 4)] {
             let r = ranges(n, parts);
+            assert_eq!(map_ranges(n, parts, |r| r), r, "{n} {parts}");
             assert!(r.len() <= parts.max(1));
             let covered: Vec<usize> = r.iter().flat_map(|r| r.clone()).collect();
             assert_eq!(covered, (0..n).collect::<Vec<_>>(), "{n} {parts}");

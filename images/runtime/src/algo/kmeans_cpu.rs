@@ -42,8 +42,9 @@ pub fn assign_stats(
     // host one core is often slowed for a while, and with fixed halves the
     // whole step then waits for it.
     let chunk = (n / (threads.max(1) * 16)).clamp(1024, 32 * 1024);
+    let pairs = wide_pairs(&ct, d);
     let parts = par::map_chunks(n, chunk, threads, |rows| {
-        assign_range(&x[rows.start * d..rows.end * d], d, k, &ct, &c_sq)
+        assign_range(&x[rows.start * d..rows.end * d], d, k, &ct, &c_sq, &pairs)
     });
     let mut total = Acc {
         sums: vec![0.0; k * d],
@@ -77,13 +78,32 @@ fn transpose_centers(centers: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
     (ct, c_sq)
 }
 
-fn assign_range(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc {
+/// Whether this CPU runs [`assign_range_avx512`].
+fn wide() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
-    {
-        let pairs = pair_centers(ct, d);
+    return std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The centers as [`pair_centers`] lays them out where the CPU is
+/// [`wide`] (nothing otherwise): made once per step, for every run of rows.
+fn wide_pairs(ct: &[f32], d: usize) -> Vec<Line> {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        return pair_centers(ct, d);
+    }
+    Vec::new()
+}
+
+/// The step over rows `x` with the widest kernel this CPU has; `pairs` is
+/// [`wide_pairs`].
+fn assign_range(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32], pairs: &[Line]) -> Acc {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
         // SAFETY: the features the function is compiled for are present.
-        return unsafe { assign_range_avx512(x, d, k, lines_as_floats(&pairs), c_sq) };
+        return unsafe { assign_range_avx512(x, d, k, lines_as_floats(pairs), c_sq) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -149,7 +169,7 @@ fn nearest_avx2<const R: usize>(
 
 /// 16 floats on a 64-byte boundary: a 64-byte load or store of one never
 /// spans two cache lines.
-#[cfg(target_arch = "x86_64")]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Line([f32; 16]);
@@ -202,9 +222,8 @@ const TILE512: usize = 8;
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32]) -> Acc {
     use std::arch::x86_64::{
-        __m512, __m512d, __m512i, _CMP_LT_OQ, _mm256_castpd_ps, _mm512_add_pd, _mm512_castps_pd,
-        _mm512_castps512_ps256, _mm512_cmp_ps_mask, _mm512_cvtps_pd, _mm512_extractf64x4_pd,
-        _mm512_mask_blend_epi32, _mm512_mask_blend_ps, _mm512_maskz_compress_ps,
+        __m512, __m512d, __m512i, _mm256_castpd_ps, _mm512_add_pd, _mm512_castps_pd,
+        _mm512_castps512_ps256, _mm512_cvtps_pd, _mm512_extractf64x4_pd, _mm512_maskz_compress_ps,
         _mm512_reduce_add_pd, _mm512_setzero_pd, _mm512_storeu_si512,
     };
     let np = d.div_ceil(2);
@@ -236,14 +255,8 @@ fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32
         let mut best = tile_nearest(&tile_dots(rows, d, &pairs[..np * 16], ahead), &consts[0]);
         for (g, gc) in consts.iter().enumerate().skip(1) {
             let cg = &pairs[g * np * 16..][..np * 16];
-            let next = tile_nearest(&tile_dots(rows, d, cg, nothing), gc);
-            // Strictly smaller only: on a tie the earlier group's (lower)
-            // index stays.
-            let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(next.0, best.0);
-            best = (
-                _mm512_mask_blend_ps(m, best.0, next.0),
-                _mm512_mask_blend_epi32(m, best.1, next.1),
-            );
+            // On a tie the earlier group's (lower) index stays.
+            best = keep_lower(best, tile_nearest(&tile_dots(rows, d, cg, nothing), gc));
         }
         best
     };
@@ -508,6 +521,26 @@ fn group_consts(c_sq: &[f32]) -> Vec<GroupConsts> {
         .collect()
 }
 
+/// Lane by lane, the distance and index of `hi` where its distance is
+/// strictly smaller, else of `lo`: with `lo` holding the lower indices,
+/// ties go to the lower index.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn keep_lower(
+    lo: (std::arch::x86_64::__m512, std::arch::x86_64::__m512i),
+    hi: (std::arch::x86_64::__m512, std::arch::x86_64::__m512i),
+) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512i) {
+    use std::arch::x86_64::{
+        _CMP_LT_OQ, _mm512_cmp_ps_mask, _mm512_mask_blend_epi32, _mm512_mask_blend_ps,
+    };
+    let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(hi.0, lo.0);
+    (
+        _mm512_mask_blend_ps(m, lo.0, hi.0),
+        _mm512_mask_blend_epi32(m, lo.1, hi.1),
+    )
+}
+
 /// Where row r of a tile is in [`tile_nearest`]'s result.
 #[cfg(target_arch = "x86_64")]
 const TILE_LANE: [usize; TILE512] = [0, 1, 2, 3, 8, 9, 10, 11];
@@ -529,8 +562,7 @@ fn tile_nearest(
     k: &GroupConsts,
 ) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512i) {
     use std::arch::x86_64::{
-        __m512, __m512i, _CMP_LT_OQ, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps,
-        _mm512_mask_blend_epi32, _mm512_mask_blend_ps, _mm512_set1_ps, _mm512_shuffle_f32x4,
+        __m512, __m512i, _mm512_add_ps, _mm512_fmadd_ps, _mm512_set1_ps, _mm512_shuffle_f32x4,
         _mm512_shuffle_i32x4, _mm512_shuffle_ps,
     };
     // Lane L of `rows2(a, b)`: [a.c(2L), a.c(2L+1), b.c(2L), b.c(2L+1)].
@@ -546,12 +578,9 @@ fn tile_nearest(
     // From lane L, element r of the dot products with the even and the odd
     // center of each lane: the nearer of the two, for 4 rows.
     let pair = |even: __m512, odd: __m512| -> (__m512, __m512i) {
-        let de = _mm512_fmadd_ps(even, minus2, k.cs_even);
-        let dd = _mm512_fmadd_ps(odd, minus2, k.cs_odd);
-        let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(dd, de);
-        (
-            _mm512_mask_blend_ps(m, de, dd),
-            _mm512_mask_blend_epi32(m, k.i_even, k.i_odd),
+        keep_lower(
+            (_mm512_fmadd_ps(even, minus2, k.cs_even), k.i_even),
+            (_mm512_fmadd_ps(odd, minus2, k.cs_odd), k.i_odd),
         )
     };
     let (va, ia) = pair(
@@ -562,17 +591,9 @@ fn tile_nearest(
         _mm512_shuffle_ps::<0x88>(p45, p67),
         _mm512_shuffle_ps::<0xDD>(p45, p67),
     );
-    // `hi` where strictly smaller: `lo` holds the lower indices.
-    let merge = |lo: (__m512, __m512i), hi: (__m512, __m512i)| {
-        let m = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(hi.0, lo.0);
-        (
-            _mm512_mask_blend_ps(m, lo.0, hi.0),
-            _mm512_mask_blend_epi32(m, lo.1, hi.1),
-        )
-    };
     // Lanes ({0,1} rows 0-3, {4,5} rows 0-3, {0,1} rows 4-7, {4,5} rows
     // 4-7) against the same with {2,3} and {6,7}.
-    let u = merge(
+    let u = keep_lower(
         (
             _mm512_shuffle_f32x4::<0x88>(va, vb),
             _mm512_shuffle_i32x4::<0x88>(ia, ib),
@@ -583,7 +604,7 @@ fn tile_nearest(
         ),
     );
     // Centers 0-3 against 4-7.
-    merge(
+    keep_lower(
         (
             _mm512_shuffle_f32x4::<0xA0>(u.0, u.0),
             _mm512_shuffle_i32x4::<0xA0>(u.1, u.1),
@@ -1072,7 +1093,7 @@ mod tests {
             assert!(plain.counts[of] > 0.0, "center {of}");
         }
         // The widest kernel this CPU has.
-        let dispatched = assign_range(&x, d, k, &ct, &c_sq);
+        let dispatched = assign_range(&x, d, k, &ct, &c_sq, &wide_pairs(&ct, d));
         assert_eq!(dispatched.counts, plain.counts);
     }
 
