@@ -211,37 +211,14 @@ fn sharded_channels_split_objects_between_ranks() {
 
     // More ranks than objects: the rank without one says so.
     s3.put("one/data.csv", lines.join("\n").into_bytes());
-    let port = common::free_port().to_string();
-    let jobs: Vec<Job> = (0..2)
-        .map(|_| {
-            let job = with_env(Job::new("pca").hp("num_components", 2), &s3);
-            channels(
-                &job,
-                json!({"train": {"Uri": s3.uri("one/"), "S3DistributionType": "ShardedByS3Key"}}),
-            );
-            job
-        })
-        .collect();
-    let children: Vec<_> = jobs
-        .iter()
-        .enumerate()
-        .map(|(rank, job)| {
-            job.command()
-                .env("WORLD_SIZE", "2")
-                .env("RANK", rank.to_string())
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", &port)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outcomes: Vec<_> = jobs
-        .iter()
-        .zip(children)
-        .map(|(job, child)| job.outcome(child.wait_with_output().unwrap()))
-        .collect();
+    let (_, outcomes) = common::launch_ranks(2, &|| {
+        let job = with_env(Job::new("pca").hp("num_components", 2), &s3);
+        channels(
+            &job,
+            json!({"train": {"Uri": s3.uri("one/"), "S3DistributionType": "ShardedByS3Key"}}),
+        );
+        job
+    });
     assert_eq!(outcomes[1].code, 2, "{outcomes:#?}");
     let failure = outcomes[1].failure.clone().unwrap();
     assert!(

@@ -228,6 +228,16 @@ pub fn run_ranks(world: usize, make: &dyn Fn() -> Job) -> Vec<Job> {
 
 /// [`run_ranks`], with every rank's outcome.
 pub fn run_ranks_with_output(world: usize, make: &dyn Fn() -> Job) -> (Vec<Job>, Vec<Outcome>) {
+    let (jobs, outcomes) = launch_ranks(world, make);
+    for out in &outcomes {
+        out.assert_ok();
+    }
+    (jobs, outcomes)
+}
+
+/// Runs `world` ranks of the job `make()` builds and returns every rank's
+/// job and outcome, whether the ranks succeeded or not.
+pub fn launch_ranks(world: usize, make: &dyn Fn() -> Job) -> (Vec<Job>, Vec<Outcome>) {
     let port = free_port();
     let jobs: Vec<Job> = (0..world).map(|_| make()).collect();
     let children: Vec<_> = jobs
@@ -251,8 +261,5 @@ pub fn run_ranks_with_output(world: usize, make: &dyn Fn() -> Job) -> (Vec<Job>,
         .zip(children)
         .map(|(job, child)| job.outcome(child.wait_with_output().unwrap()))
         .collect();
-    for out in &outcomes {
-        out.assert_ok();
-    }
     (jobs, outcomes)
 }
