@@ -6,7 +6,13 @@
 # AWS_ENDPOINT_URL, AWS_REGION, S3_BUCKET) in the config's namespaces.
 
 S3_DIR="$CLUSTER_DIR/s3"
-S3_MASTER_PORT=39333
+# SeaweedFS's own ports, and their gRPC twins at +10000, sit below Linux's
+# ephemeral range (32768-60999): a port in it can be taken at any moment by
+# the local end of an outgoing connection (SeaweedFS's own among them), and
+# the server then fails to bind.
+S3_MASTER_PORT=19333
+S3_VOLUME_PORT=18080
+S3_FILER_PORT=18888
 
 s3_credentials() {
   mkdir -p "$S3_DIR/data"
@@ -34,8 +40,8 @@ action_s3() {
   s3_credentials
   start_process seaweedfs "$WEED" server -dir "$S3_DIR/data" -ip 127.0.0.1 -ip.bind 0.0.0.0 -master.telemetry=false \
     -master.port "$S3_MASTER_PORT" -master.volumeSizeLimitMB 256 \
-    -volume.port 38080 -volume.max 16 \
-    -filer -filer.port 38888 \
+    -volume.port "$S3_VOLUME_PORT" -volume.max 16 \
+    -filer -filer.port "$S3_FILER_PORT" \
     -s3 -s3.port "$S3_PORT" -s3.config "$S3_DIR/s3.json" -s3.port.iceberg 0 -s3.port.lance 0
   wait_process seaweedfs 120 s3_answers
   if ! s3_bucket_exists; then
