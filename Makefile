@@ -3,21 +3,51 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 HELM = $(shell e2e/tools/helm.sh)
+export KILN_CACHE ?= $(HOME)/.cache/kiln
+# Rows of the timing summary that `make test` prints (e2e/tools/timing.sh).
+export KILN_TIMINGS ?= $(CURDIR)/.out/timings.tsv
 
-.PHONY: help test test-unit test-crds test-chart test-images lint fmt crds chart-crds images bench-train bench-serve fuzz-serve
+.PHONY: help test test-tools test-unit test-unit-deps test-crds test-chart test-images lint fmt crds chart-crds images bench-train bench-serve fuzz-serve
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-test: lint test-unit test-crds test-chart test-images test-e2e ## every test: unit, CRD drift, chart, images, e2e on the local cluster
-	@echo "make test: all suites passed"
+# The suites of `make test`, in order; the first failure stops the run.
+SUITES = lint test-tools test-unit test-crds test-chart test-images test-e2e
+
+# While the first suites compile and run Rust, the cluster's binaries and the
+# e2e images are built in the background (e2e/tools/prefetch.sh, log in
+# .out/prefetch.log); test-e2e then finds them cached, or waits on their
+# locks for the build in progress. The summary lists every suite and build.
+test: ## every test: unit, CRD drift, chart, images, e2e on the local cluster; ends with a timing summary
+	@e2e/tools/timing.sh start
+	@e2e/tools/prefetch.sh start
+	@status=0; \
+	for suite in $(SUITES); do \
+	  e2e/tools/timing.sh suite $$suite $(MAKE) --no-print-directory $$suite || { status=$$?; break; }; \
+	done; \
+	e2e/tools/prefetch.sh stop; \
+	e2e/tools/timing.sh summary; \
+	if [[ $$status == 0 ]]; then echo "make test: all suites passed"; else echo "make test: $$suite FAILED"; fi; \
+	exit $$status
+
+test-tools: ## the cache helpers of e2e/tools: parallel callers on an empty cache, failed builds, locks
+	e2e/tools/tests/cache.sh
 
 # kiln-runtime links libtorch: whatever compiles the whole workspace gets the
 # PyTorch 2.11.0 environment (installed once under KILN_CACHE).
 TORCH_ENV = eval "$$(images/runtime/torch-env.sh)" &&
 
-test-unit: ## Rust unit and integration tests of the workspace
-	$(TORCH_ENV) KILN_FIXTURES="$$(images/runtime/fixtures.sh)" $(CARGO) test --workspace --locked
+test-unit-deps: ## what the unit tests need, built before they start: torch, fixtures, SeaweedFS, the v2 clients
+	@echo "test-unit: the torch environment"; images/runtime/torch-env.sh >/dev/null
+	@echo "test-unit: the scikit-learn fixtures"; images/runtime/fixtures.sh >/dev/null
+	@echo "test-unit: SeaweedFS, the S3 store of the storage tests"; e2e/tools/seaweedfs.sh >/dev/null
+	@echo "test-unit: Triton's Python clients"; images/runtime/python-env.sh clients >/dev/null
+
+# Each script prints its cached entry's path at once the second time.
+test-unit: test-unit-deps ## Rust unit and integration tests of the workspace
+	$(TORCH_ENV) KILN_FIXTURES="$$(images/runtime/fixtures.sh)" KILN_WEED="$$(e2e/tools/seaweedfs.sh)" \
+	  KILN_CLIENTS_PYTHON="$$(images/runtime/python-env.sh clients)" $(CARGO) test --workspace --locked
 
 lint: ## rustfmt and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -60,8 +90,8 @@ fuzz-serve: ## fuzz the server's request parsers (FUZZ_SECONDS per target, defau
 # ---- The local Kubernetes (e2e/, see README.md "The local cluster") ----
 .PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-reclaim cluster-logs cluster-images test-e2e test-e2e-scale demo
 
-tools: ## build every binary of the local cluster (cached by version in ~/.cache/kiln/bin)
-	e2e/tools/all.sh >/dev/null
+tools: ## build every binary of the local cluster, kwok included (cached by version in ~/.cache/kiln/bin)
+	e2e/tools/all.sh --kwok >/dev/null
 
 cluster-up: ## bring the local cluster up from e2e/cluster.yaml (reuses a running one)
 	e2e/cluster.sh up

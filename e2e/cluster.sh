@@ -9,7 +9,8 @@
 #   cluster.sh delete              down, and forget the cluster's state (PKI, etcd, volumes)
 #   cluster.sh kubeconfig          print the admin kubeconfig's path
 #   cluster.sh status              processes, node containers, Nodes
-#   cluster.sh load IMAGE [NODE...]   import a Docker image into the nodes (default: all)
+#   cluster.sh load IMAGE[,TAG...] [NODE...]  import a Docker image (with all the
+#                                  listed tags of it) into the nodes (default: all)
 #   cluster.sh reclaim NODE        simulate a spot reclaim: the node and its pods go
 #   cluster.sh export-logs DIR     copy every log (control plane, nodes, pods) into DIR
 #   cluster.sh nodes               print "NAME POOL INDEX IP GPUS" per configured node
@@ -115,7 +116,7 @@ cmd_status() {
 }
 
 cmd_load() {
-  local image=${1:?usage: cluster.sh load IMAGE [NODE...]}; shift
+  local image=${1:?usage: cluster.sh load IMAGE[,TAG...] [NODE...]}; shift
   docker_up
   if (($# == 0)); then mapfile -t nodes_to_load < <(node_names); else nodes_to_load=("$@"); fi
   load_image "$image" "${nodes_to_load[@]}"

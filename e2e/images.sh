@@ -20,58 +20,56 @@ TORCH_VERSION=2.11.0
 TORCH_POOL=${KILN_TORCH_POOL:-ondemand}
 eval "$("$HERE/docker/engine.sh" up)"
 
-build_image() {
+# docker_build TAG DIR: the engine's own builder on Kiln's Debian base.
+docker_build() {
   local tag=$1 dir=$2
-  "$HERE/docker/base-image.sh" "$BASE_IMAGE"
-  log "building $tag"
   DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$tag" "$dir" >/dev/null \
     || die "building $tag failed"
 }
 
-# The torch wheels, installed once on the host into the cache (pip reaches the
-# package index; a Docker build does not).
-torch_site_packages() {
-  local dir="$KILN_CACHE/pip/torch-$TORCH_VERSION-cp311"
-  if [[ ! -f "$dir/.complete" ]]; then
-    local py=python3
-    [[ "$($py -c 'import sys; print("%d.%d" % sys.version_info[:2])')" == 3.11 ]] \
-      || die "building the PyTorch image needs python3.11 on the host (the image's Python)"
-    log "pip install torch==$TORCH_VERSION into $dir (about 4.6 GB)"
-    rm -rf "$dir" && mkdir -p "$dir"
-    $py -m pip install -q --no-cache-dir --target "$dir/site-packages" "torch==$TORCH_VERSION" >&2 \
-      || die "pip install torch failed"
-    touch "$dir/.complete"
-  fi
-  printf '%s\n' "$dir/site-packages"
+# The PyTorch image's site-packages are torch and its dependencies as the
+# trainer's virtual environment (images/runtime/torch-env.sh) installed them:
+# the wheels are fetched once per machine, and the build context is made of
+# hard links into that environment, so it costs no copy of the 4.6 GB.
+build_torch_context() {
+  local ctx=$1 venv
+  venv=$(eval "$("$HERE/../images/runtime/torch-env.sh")" && printf '%s' "$KILN_TORCH_VENV")
+  [[ "$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" == 3.11 ]] \
+    || die "the PyTorch image needs the torch environment made by python3.11 (the image's Python)"
+  cp "$HERE/images/pytorch/Dockerfile" "$HERE/images/pytorch/ddp_allreduce.py" "$ctx/"
+  mkdir -p "$ctx/site-packages"
+  "$venv/bin/python" "$HERE/images/pytorch/dist_files.py" torch >"$ctx/files" \
+    || die "listing torch's installed files failed"
+  (cd "$venv/lib/python3.11/site-packages" && xargs -d '\n' cp -al --parents -t "$ctx/site-packages" <"$ctx/files") \
+    || die "linking torch's files into the build context failed"
+  rm "$ctx/files"
 }
 
 build_torch() {
-  if docker image inspect "$PYTORCH_IMAGE" >/dev/null 2>&1; then return 0; fi
-  local site ctx
-  site=$(torch_site_packages)
-  ctx=$(mktemp -d /tmp/kiln-pytorch.XXXXXX)
-  cp "$HERE/images/pytorch/Dockerfile" "$HERE/images/pytorch/ddp_allreduce.py" "$ctx/"
-  # Hard links: the context costs no copy of the 4.6 GB.
-  cp -al "$site" "$ctx/site-packages" 2>/dev/null || cp -a "$site" "$ctx/site-packages"
-  build_image "$PYTORCH_IMAGE" "$ctx" || { rm -rf "$ctx"; exit 1; }
+  local ctx
+  ctx=$(mktemp -d "$KILN_CACHE/tmp/pytorch-context.XXXXXX")
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf '$ctx'" EXIT
+  build_torch_context "$ctx"
+  docker_build "$PYTORCH_IMAGE" "$ctx"
   rm -rf "$ctx"
-  # The image holds the wheels now: give the 4.6 GB back (a rebuild fetches
-  # them again, in about 2 minutes).
-  rm -rf "$(dirname "$site")"
+  trap - EXIT
 }
 
 load() {
-  local image nodes_all pool_nodes
+  local tags nodes_all pool_nodes
   nodes_all=$("$HERE/cluster.sh" nodes | cut -d' ' -f1)
   pool_nodes=$("$HERE/cluster.sh" nodes | awk -v p="$TORCH_POOL" '$2 == p {print $1}')
   # shellcheck disable=SC2086
   "$HERE/cluster.sh" load "$E2E_TOOLS_IMAGE" $nodes_all
-  for image in $(for repo in kiln/operator kiln/runtime; do
-    docker images --format '{{.Repository}}:{{.Tag}}' "$repo" | grep -v '<none>' || true
-  done); do
+  # One load per image, with all its tags (kiln/runtime:0.1.0 and :dev are
+  # one image): an image's layers cross into a node once.
+  while read -r tags; do
     # shellcheck disable=SC2086
-    "$HERE/cluster.sh" load "$image" $nodes_all
-  done
+    "$HERE/cluster.sh" load "$tags" $nodes_all
+  done < <(for repo in kiln/operator kiln/runtime; do
+    docker images --format '{{.ID}} {{.Repository}}:{{.Tag}}' "$repo" | grep -v '<none>' || true
+  done | awk '{tags[$1] = tags[$1] (tags[$1] == "" ? "" : ",") $2} END {for (id in tags) print tags[id]}')
   if docker image inspect "$PYTORCH_IMAGE" >/dev/null 2>&1; then
     # shellcheck disable=SC2086
     "$HERE/cluster.sh" load "$PYTORCH_IMAGE" $pool_nodes
@@ -80,9 +78,14 @@ load() {
 
 case "${1:-}" in
   build)
-    docker image inspect "$E2E_TOOLS_IMAGE" >/dev/null 2>&1 || build_image "$E2E_TOOLS_IMAGE" "$HERE/images/e2e-tools"
+    "$HERE/docker/base-image.sh" "$BASE_IMAGE"
+    image_entry "$E2E_TOOLS_IMAGE" "image $E2E_TOOLS_IMAGE" docker_build "$E2E_TOOLS_IMAGE" "$HERE/images/e2e-tools"
     ;;
-  build-torch) build_torch ;;
+  build-torch)
+    "$HERE/docker/base-image.sh" "$BASE_IMAGE"
+    mkdir -p "$KILN_CACHE/tmp"
+    image_entry "$PYTORCH_IMAGE" "image $PYTORCH_IMAGE" build_torch
+    ;;
   load) load ;;
   tags) printf '%s\n%s\n' "$E2E_TOOLS_IMAGE" "$PYTORCH_IMAGE" ;;
   *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;

@@ -53,25 +53,55 @@ revision() {
   echo "$rev"
 }
 
-# build NAME [TAG]
+# built_at_revision REV TAG...: every TAG is one image, built from the clean
+# commit REV (its revision label), so building again would change nothing.
+built_at_revision() {
+  local rev=$1 tag id="" this; shift
+  [[ "$rev" != *-dirty && "$rev" != unknown ]] || return 1
+  for tag in "$@"; do
+    this=$(docker image inspect -f '{{.Id}} {{index .Config.Labels "org.opencontainers.image.revision"}}' "$tag" 2>/dev/null) \
+      || return 1
+    [[ "${this#* }" == "$rev" ]] || return 1
+    [[ -z "$id" || "${this%% *}" == "$id" ]] || return 1
+    id=${this%% *}
+  done
+}
+
+# build NAME [TAG]: one build of an image at a time (images/NAME's lock), and
+# none when the image of this clean commit is there already (`make test`
+# builds the images for test-images and uses them again for test-e2e).
 build() {
-  local name=$1 tag=${2:-} version context
+  local name=$1 tag=${2:-} version start=$SECONDS
   [[ " ${KNOWN_IMAGES[*]} " == *" $name "* ]] || die "unknown image '$name' (images: ${KNOWN_IMAGES[*]})"
   defined "$name" || die "image '$name' is not defined yet: images/$name/ needs a Dockerfile and an executable stage.sh"
   version=$(workspace_version)
   [[ -n "$version" ]] || die "no [workspace.package] version in Cargo.toml"
-  local names=() tags=() t
+  local names=()
   if [[ -n "$tag" ]]; then names=("$tag"); else names=("kiln/$name:$version" "kiln/$name:dev"); fi
+  eval "$(e2e/docker/engine.sh up)"
+  if built_at_revision "$(revision)" "${names[@]}"; then
+    timing_record "image kiln/$name" cached
+    return 0
+  fi
+  with_lock "$KILN_CACHE/locks/image-build-$name.lock" build_image "$name" "$version" "${names[@]}"
+  timing_record "image kiln/$name" built $((SECONDS - start))
+}
+
+# build_image NAME VERSION TAG...: stage, then docker build.
+build_image() {
+  local name=$1 version=$2 context; shift 2
+  local names=("$@") tags=() t
+  if built_at_revision "$(revision)" "${names[@]}"; then return 0; fi
   for t in "${names[@]}"; do tags+=(-t "$t"); done
 
-  context=$(mktemp -d "${TMPDIR:-/tmp}/kiln-image-$name.XXXXXX")
+  mkdir -p "$KILN_CACHE/tmp"
+  context=$(mktemp -d "$KILN_CACHE/tmp/image-$name.XXXXXX")
   # shellcheck disable=SC2064 # expand now: the trap outlives this function's locals
   trap "rm -rf '$context' '$context.log'" EXIT
   log "staging $name into $context"
   "images/$name/stage.sh" "$context"
   cp "images/$name/Dockerfile" "$context/Dockerfile"
 
-  eval "$(e2e/docker/engine.sh up)"
   e2e/docker/base-image.sh "$BASE_IMAGE"
 
   local args=(--build-arg "BASE=$BASE_IMAGE" --build-arg "VERSION=$version" --build-arg "REVISION=$(revision)")

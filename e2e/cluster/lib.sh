@@ -79,11 +79,16 @@ pool_taints() {
   yq -r --arg p "$1" '.pools[] | select(.name == $p) | .taints // [] | map("\(.key)=\(.value // ""):\(.effect)") | join(",")' "$CONFIG"
 }
 
-# Binaries: built once per version, paths set by tools/all.sh.
+# kwok's fake nodes are on when the config or KILN_KWOK=1 says so.
+kwok_enabled() { [[ "${KILN_KWOK:-}" == 1 || "$(cfg .kwok.enabled)" == true ]]; }
+
+# Binaries: built once per version, paths set by tools/all.sh (kwok only when
+# it is on).
 load_tools() {
   [[ -n "${KILN_TOOLS_LOADED:-}" ]] && return 0
-  local out
-  out=$("$E2E_DIR/tools/all.sh") || die "building the cluster's binaries failed"
+  local out args=()
+  if kwok_enabled; then args=(--kwok); fi
+  out=$("$E2E_DIR/tools/all.sh" "${args[@]}") || die "building the cluster's binaries failed"
   eval "$out"
   KILN_TOOLS_LOADED=1
   export PATH="$KUBERNETES_BIN:$PATH"

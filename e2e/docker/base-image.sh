@@ -9,13 +9,16 @@ TAG=${1:-kiln/debian:bookworm}
 SUITE=bookworm
 eval "$("$(dirname "$0")/engine.sh" up)"
 
-if docker image inspect "$TAG" >/dev/null 2>&1; then exit 0; fi
-apt_ensure debootstrap debootstrap
-ROOTFS=$(mktemp -d /tmp/kiln-rootfs.XXXXXX)
-trap 'rm -rf "$ROOTFS"' EXIT
-log "debootstrap $SUITE (minbase) into $ROOTFS"
-debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$ROOTFS" >"$ROOTFS.log" 2>&1 \
-  || { tail -n 30 "$ROOTFS.log" >&2; die "debootstrap failed"; }
-rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
-tar -C "$ROOTFS" -c . | docker import - "$TAG" >/dev/null
-log "imported $TAG"
+build() {
+  apt_ensure debootstrap debootstrap
+  mkdir -p "$KILN_CACHE/tmp"
+  ROOTFS=$(mktemp -d "$KILN_CACHE/tmp/rootfs.XXXXXX")
+  trap 'rm -rf "$ROOTFS" "$ROOTFS.log"' EXIT
+  log "debootstrap $SUITE (minbase) into $ROOTFS"
+  debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$ROOTFS" >"$ROOTFS.log" 2>&1 \
+    || { tail -n 30 "$ROOTFS.log" >&2; die "debootstrap failed"; }
+  rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
+  tar -C "$ROOTFS" -c . | docker import - "$TAG" >/dev/null
+  log "imported $TAG"
+}
+image_entry "$TAG" "base image $TAG" build

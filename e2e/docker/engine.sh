@@ -19,16 +19,27 @@ running() { [[ -S "$SOCK" ]] && docker version >/dev/null 2>&1; }
 up() {
   apt_ensure dockerd docker.io
   apt_ensure iptables iptables
-  if running; then printf 'export DOCKER_HOST=%s\n' "$DOCKER_HOST"; return; fi
-  mkdir -p "$RUN_DIR" "$DATA_ROOT"
+  if ! running; then
+    mkdir -p "$RUN_DIR" "$DATA_ROOT"
+    # Parallel callers start one engine: the others wait for it.
+    with_lock "$RUN_DIR/engine.lock" start
+  fi
+  printf 'export DOCKER_HOST=%s\n' "$DOCKER_HOST"
+}
+
+start() {
+  running && return 0
   log "starting dockerd (socket $SOCK, data root $DATA_ROOT)"
   # The default bridge gets an explicit private range so that nothing this
   # engine creates overlaps the cluster's pod or service ranges.
-  nohup dockerd --host "unix://$SOCK" --data-root "$DATA_ROOT" --exec-root "$RUN_DIR/exec" \
+  # setsid: the engine is in a session of its own, so a Ctrl-C of the command
+  # that started it, or the end of that command's process group, leaves it
+  # running.
+  setsid nohup dockerd --host "unix://$SOCK" --data-root "$DATA_ROOT" --exec-root "$RUN_DIR/exec" \
     --pidfile "$PIDFILE" --bip 172.30.0.1/24 --default-address-pool base=172.31.0.0/16,size=24 \
     >"$RUN_DIR/dockerd.log" 2>&1 </dev/null 9>&- &
   for _ in $(seq 1 60); do
-    running && { printf 'export DOCKER_HOST=%s\n' "$DOCKER_HOST"; return; }
+    running && return 0
     sleep 1
   done
   tail -n 30 "$RUN_DIR/dockerd.log" >&2

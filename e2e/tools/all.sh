@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds every binary the local cluster needs (each cached by version under
 # $KILN_CACHE/bin, so a warm machine rebuilds nothing) and prints NAME=PATH
-# lines for eval. The order puts the long builds first.
+# lines for eval. The order puts the long builds first. kwok (fake nodes for
+# scale tests) is built only when asked for:
+#   all.sh [--kwok]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh"
@@ -18,5 +20,5 @@ build CONTAINERD_BIN containerd.sh
 build CNI_BIN cni-plugins.sh
 build COREDNS coredns.sh
 build HELM helm.sh
-build KWOK kwok.sh
 build NODE_PROGRAMS node-programs.sh
+if [[ "${1:-}" == --kwok ]]; then build KWOK kwok.sh; fi

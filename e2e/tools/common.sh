@@ -1,29 +1,144 @@
 # Shared settings for the tool scripts: sourced, never run.
 # Every build product lives under KILN_CACHE, outside the checkout, keyed by
 # version, so a warm machine rebuilds nothing and `git clean` loses nothing.
+#
+# Tests and make targets run in parallel, so every cache entry is built under
+# an exclusive lock of its own (flock on ENTRY.lock): the first caller builds,
+# the others wait, re-check and reuse. An entry is built in a fresh folder
+# beside it and published with one rename, so nobody ever sees half of one.
 KILN_CACHE="${KILN_CACHE:-$HOME/.cache/kiln}"
 export KILN_CACHE
 export GOTOOLCHAIN=local GOWORK=off GOFLAGS="${GOFLAGS:--trimpath}"
 export GOPATH="${GOPATH:-$KILN_CACHE/gopath}"
 export GOMODCACHE="${GOMODCACHE:-$KILN_CACHE/gomod}"
 export GOCACHE="${GOCACHE:-$KILN_CACHE/gobuild}"
+# pip's download cache, shared by every virtual environment and image build:
+# a wheel is fetched once per machine.
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$KILN_CACHE/pip-cache}"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# How long a caller waits for another's build of the same entry (a cold
+# Kubernetes build on a loaded 2-core machine takes over 20 minutes).
+KILN_LOCK_WAIT=${KILN_LOCK_WAIT:-3600}
+
+# timing_record WHAT STATUS [SECONDS]: one row of `make test`'s timing summary
+# (e2e/tools/timing.sh), when KILN_TIMINGS names its file.
+timing_record() {
+  [[ -n "${KILN_TIMINGS:-}" ]] || return 0
+  mkdir -p "$(dirname "$KILN_TIMINGS")"
+  printf 'build\t%s\t%s\t%s\n' "$1" "$2" "${3:-}" >>"$KILN_TIMINGS"
+}
+
+# with_lock LOCKFILE COMMAND...: runs COMMAND holding an exclusive flock on
+# LOCKFILE, waiting up to KILN_LOCK_WAIT seconds for it. COMMAND runs in a
+# subshell that has closed the lock's descriptor, so a daemon it starts (the
+# Docker engine, say) does not keep holding the lock.
+with_lock() {
+  local lockfile=$1 fd rc=0; shift
+  mkdir -p "$(dirname "$lockfile")"
+  exec {fd}>>"$lockfile"
+  if ! flock -n "$fd"; then
+    log "waiting for $lockfile: another process is building the same entry"
+    flock -w "$KILN_LOCK_WAIT" "$fd" || { exec {fd}>&-; die "$lockfile is still held after ${KILN_LOCK_WAIT}s"; }
+  fi
+  set +e
+  (set -e; exec {fd}>&-; "$@")
+  rc=$?
+  set -e
+  exec {fd}>&-
+  return "$rc"
+}
+
+# cached WHAT LOCKFILE CHECK KEY BUILD [ARGS...]: the one way a cache entry
+# is made. `CHECK KEY` says whether the entry is complete; when it is not,
+# under LOCKFILE, CHECK runs again (another caller may have built it while
+# this one waited) and only then `BUILD ARGS...`, after which CHECK must
+# pass. WHAT names the entry in the log and in the timing summary: cached,
+# cached after waiting for another build, or built in N seconds.
+cached() {
+  local what=$1 lockfile=$2 check=$3 key=$4 start=$SECONDS status; shift 4
+  if "$check" "$key"; then timing_record "$what" cached; return 0; fi
+  mkdir -p "$(dirname "$lockfile")"
+  status=$(mktemp "$lockfile.status.XXXXXX")
+  # Not `with_lock ... || die`: inside a `||` list bash ignores `set -e` in
+  # everything the builder runs.
+  local rc
+  set +e
+  with_lock "$lockfile" _cached_build "$status" "$what" "$check" "$key" "$@"
+  rc=$?
+  set -e
+  ((rc == 0)) || { rm -f "$status"; die "building $what failed"; }
+  if [[ "$(cat "$status")" == built ]]; then
+    timing_record "$what" built $((SECONDS - start))
+  else
+    timing_record "$what" "cached (waited $((SECONDS - start)) s)"
+  fi
+  rm -f "$status"
+}
+
+_cached_build() {
+  local status=$1 what=$2 check=$3 key=$4; shift 4
+  "$check" "$key" && return 0
+  log "building $what"
+  # Explicit checks: a caller may run all this where bash ignores `set -e`.
+  "$@" || return 1
+  "$check" "$key" || die "building $what did not produce $key"
+  echo built >"$status"
+}
+
+_exists() { [[ -e "$1" ]]; }
+_image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# cache_entry DIR MARKER WHAT BUILDER [ARGS...]: the folder DIR, complete when
+# DIR/MARKER exists. `BUILDER ARGS... TMP` fills TMP, a fresh folder beside
+# DIR, which is then renamed to DIR; a failed build leaves nothing behind.
+cache_entry() {
+  local dir=$1 marker=$2 what=$3; shift 3
+  cached "$what" "$dir.lock" _exists "$dir/$marker" _publish_dir "$dir" "$@"
+}
+
+_publish_dir() {
+  local dir=$1 tmp; shift
+  tmp=$(mktemp -d "$dir.tmp.XXXXXX")
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf '$tmp'" EXIT
+  "$@" "$tmp" || { rm -rf "$tmp"; return 1; }
+  rm -rf "$dir" && mv "$tmp" "$dir" || return 1
+  trap - EXIT
+}
+
+# cache_in_place DIR MARKER WHAT BUILDER [ARGS...]: as cache_entry, for a
+# folder that cannot move once made (a Python virtual environment records its
+# own path): an incomplete DIR is removed, `BUILDER ARGS... DIR` makes it
+# anew, and MARKER is written last.
+cache_in_place() {
+  local dir=$1 marker=$2 what=$3; shift 3
+  cached "$what" "$dir.lock" _exists "$dir/$marker" _make_in_place "$dir" "$marker" "$@"
+}
+
+_make_in_place() {
+  local dir=$1 marker=$2; shift 2
+  rm -rf "$dir" && mkdir -p "$dir" || return 1
+  "$@" "$dir" || return 1
+  touch "$dir/$marker"
+}
+
+# image_entry TAG WHAT BUILDER [ARGS...]: a Docker image as a cache entry; the
+# tag is its marker (docker tags an image only once its build is whole) and
+# the lock lives under $KILN_CACHE/locks. Needs DOCKER_HOST (engine.sh up).
+image_entry() {
+  local tag=$1 what=$2; shift 2
+  cached "$what" "$KILN_CACHE/locks/image-$(tr '/:' '__' <<<"$tag").lock" _image_exists "$tag" "$@"
+}
 
 # go_install NAME VERSION PACKAGE@VERSION [LDFLAGS]
 # Builds one Go command into $KILN_CACHE/bin/NAME-VERSION/NAME once and prints its path.
 go_install() {
   local name=$1 version=$2 pkg=$3 ldflags=${4:-}
   local dir="$KILN_CACHE/bin/$name-$version"
-  if [[ ! -x "$dir/$name" ]]; then
-    command -v go >/dev/null || die "go is not installed"
-    log "building $name $version (cached in $dir)"
-    mkdir -p "$dir.tmp"
-    CGO_ENABLED=0 GOBIN="$dir.tmp" go install -ldflags "-s -w $ldflags" "$pkg" >&2 \
-      || die "go install $pkg failed"
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
-  fi
+  cache_entry "$dir" "$name" "$name $version" _go_install "$pkg" "$ldflags"
   printf '%s\n' "$dir/$name"
 }
 
@@ -33,20 +148,32 @@ go_install() {
 go_install_set() {
   local name=$1 version=$2 ldflags=$3; shift 3
   local dir="$KILN_CACHE/bin/$name-$version"
-  if [[ ! -f "$dir/.complete" ]]; then
-    command -v go >/dev/null || die "go is not installed"
-    log "building $name $version (cached in $dir)"
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    CGO_ENABLED=0 GOBIN="$dir.tmp" go install -ldflags "-s -w $ldflags" "$@" >&2 \
-      || die "go install $* failed"
-    touch "$dir.tmp/.complete"
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
-  fi
+  cache_entry "$dir" .complete "$name $version" _go_install_set "$ldflags" "$@"
   printf '%s\n' "$dir"
 }
 
-# apt_ensure CMD PACKAGE...: installs Debian packages when CMD is missing.
+# _go_install PACKAGE LDFLAGS OUT / _go_install_set LDFLAGS PACKAGE... OUT
+_go_install() {
+  command -v go >/dev/null || die "go is not installed"
+  CGO_ENABLED=0 GOBIN="$3" go install -ldflags "-s -w $2" "$1" >&2 || die "go install $1 failed"
+}
+_go_install_set() {
+  local ldflags=$1 out=${*: -1}; shift
+  command -v go >/dev/null || die "go is not installed"
+  CGO_ENABLED=0 GOBIN="$out" go install -ldflags "-s -w $ldflags" "${@:1:$#-1}" >&2 \
+    || die "go install ${*:1:$#-1} failed"
+  touch "$out/.complete"
+}
+
+# apt_ensure CMD PACKAGE...: installs Debian packages when CMD is missing,
+# one apt-get at a time (dpkg takes its own lock and fails a second caller).
 apt_ensure() {
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null && return 0
+  with_lock "$KILN_CACHE/locks/apt.lock" _apt_install "$cmd" "$@"
+}
+
+_apt_install() {
   local cmd=$1; shift
   command -v "$cmd" >/dev/null && return 0
   log "installing $* from Debian"

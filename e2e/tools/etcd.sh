@@ -5,13 +5,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh"
 ETCD_VERSION=v3.6.16
 OUT="$KILN_CACHE/bin/etcd-$ETCD_VERSION"
-if [[ ! -x "$OUT/etcd" ]]; then
+build() {
   command -v go >/dev/null || die "go is not installed"
-  log "building etcd $ETCD_VERSION into $OUT"
-  rm -rf "$OUT.tmp" && mkdir -p "$OUT.tmp"
   (cd "$HERE/etcd" && CGO_ENABLED=0 go build \
     -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
-    -o "$OUT.tmp/etcd" .) >&2 || die "building etcd failed"
-  rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
-fi
+    -o "$1/etcd" .) >&2 || die "building etcd failed"
+}
+cache_entry "$OUT" etcd "etcd $ETCD_VERSION" build
 printf '%s\n' "$OUT/etcd"

@@ -39,22 +39,20 @@ regen() {
 
 if [[ "${1:-}" == --regen ]]; then regen; exit 0; fi
 
-missing=0
-for c in "${COMMANDS[@]}"; do [[ -x "$OUT/$c" ]] || missing=1; done
-if (( missing )); then
+# build TMP: one `go build` of every command; about 10 min on 2 cores.
+build() {
   command -v go >/dev/null || die "go is not installed"
-  log "building Kubernetes $K8S_VERSION (${COMMANDS[*]}) into $OUT; about 10 min on 2 cores"
+  local minor ldflags pkgs=() c p
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
   ldflags="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
     ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$BUILD_DATE"
   done
-  pkgs=()
   for c in "${COMMANDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
-  rm -rf "$OUT.tmp" && mkdir -p "$OUT.tmp"
   (cd "$MODDIR" && CGO_ENABLED=0 go build -tags selinux,notest,grpcnotrace \
-    -ldflags "$ldflags" -o "$OUT.tmp/" "${pkgs[@]}") >&2 || die "building Kubernetes failed"
-  rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
-fi
+    -ldflags "$ldflags" -o "$1/" "${pkgs[@]}") >&2 || die "building Kubernetes failed"
+}
+# The last command built is the marker: the folder is published whole.
+cache_entry "$OUT" "${COMMANDS[-1]}" "Kubernetes $K8S_VERSION" build
 printf '%s\n' "$OUT"

@@ -8,11 +8,10 @@ SRC="$HERE/../node"
 key=$(cd "$SRC" && find . -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' \) -print0 \
   | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
 OUT="$KILN_CACHE/bin/kiln-node-$key"
-if [[ ! -f "$OUT/.complete" ]]; then
-  log "building the node programs into $OUT"
-  rm -rf "$OUT.tmp" && mkdir -p "$OUT.tmp"
-  (cd "$SRC" && CGO_ENABLED=0 go build -ldflags "-s -w" -o "$OUT.tmp/" ./cmd/...) >&2 \
+build() {
+  (cd "$SRC" && CGO_ENABLED=0 go build -ldflags "-s -w" -o "$1/" ./cmd/...) >&2 \
     || die "building the node programs failed"
-  touch "$OUT.tmp/.complete" && rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
-fi
+  touch "$1/.complete"
+}
+cache_entry "$OUT" .complete "node programs $key" build
 printf '%s\n' "$OUT"

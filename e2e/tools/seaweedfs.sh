@@ -7,13 +7,12 @@ source "$HERE/common.sh"
 SEAWEEDFS_VERSION=$(sed -n 's/^require github.com\/seaweedfs\/seaweedfs \(.*\)$/\1/p' "$HERE/seaweedfs/go.mod")
 COMMIT=${SEAWEEDFS_VERSION##*-}
 OUT="$KILN_CACHE/bin/weed-$SEAWEEDFS_VERSION"
-if [[ ! -x "$OUT/weed" ]]; then
+# build TMP: about 8 min on 2 cores.
+build() {
   command -v go >/dev/null || die "go is not installed"
-  log "building SeaweedFS $SEAWEEDFS_VERSION into $OUT; about 8 min on 2 cores"
-  rm -rf "$OUT.tmp" && mkdir -p "$OUT.tmp"
   (cd "$HERE/seaweedfs" && CGO_ENABLED=0 go build \
     -ldflags "-s -w -X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=$COMMIT" \
-    -o "$OUT.tmp/weed" github.com/seaweedfs/seaweedfs/weed) >&2 || die "building SeaweedFS failed"
-  rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
-fi
+    -o "$1/weed" github.com/seaweedfs/seaweedfs/weed) >&2 || die "building SeaweedFS failed"
+}
+cache_entry "$OUT" weed "SeaweedFS $SEAWEEDFS_VERSION" build
 printf '%s\n' "$OUT/weed"

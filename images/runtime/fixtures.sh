@@ -7,10 +7,6 @@ source "$here/../../e2e/tools/common.sh"
 eval "$("$here/torch-env.sh" --with-sklearn)"
 key="$(cat "$here/fixtures/make_datasets.py" "$here/torch-env.sh" | sha256sum | cut -c1-12)"
 out="$KILN_CACHE/fixtures/sklearn-$key"
-if [[ ! -f "$out/baselines.json" ]]; then
-  log "writing scikit-learn fixtures to $out"
-  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  "$KILN_TORCH_VENV/bin/python" "$here/fixtures/make_datasets.py" "$out.tmp" >&2
-  rm -rf "$out" && mv "$out.tmp" "$out"
-fi
+write() { "$KILN_TORCH_VENV/bin/python" "$here/fixtures/make_datasets.py" "$1" >&2; }
+cache_entry "$out" baselines.json "scikit-learn fixtures $key" write
 printf '%s\n' "$out"

@@ -20,12 +20,11 @@ case "${1:-}" in
   *) die "usage: $0 clients|mlserver" ;;
 esac
 venv="$KILN_CACHE/venv/$name"
-if [[ ! -f "$venv/.ok" ]]; then
+make_venv() {
   command -v python3 >/dev/null || die "python3 is not installed"
-  log "installing ${packages[*]} into $venv (once)"
-  rm -rf "$venv" && python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install -q --disable-pip-version-check "${packages[@]}" >&2 \
+  python3 -m venv "$1" >&2
+  "$1/bin/pip" install -q --disable-pip-version-check "${packages[@]}" >&2 \
     || die "pip install ${packages[*]} failed"
-  touch "$venv/.ok"
-fi
+}
+cache_in_place "$venv" .ok "python env $name" make_venv
 printf '%s\n' "$venv/bin/python"

@@ -25,19 +25,23 @@ for arg in "$@"; do
   esac
 done
 
-if [[ ! -f "$venv/.torch-ok" ]]; then
+# make_venv DIR: the environment with torch (about 5 GB, once).
+make_venv() {
   command -v python3 >/dev/null || die "python3 is not installed"
-  log "installing torch $TORCH_VERSION into $venv (about 5 GB, once)"
-  python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION" >&2 \
+  python3 -m venv "$1" >&2
+  "$1/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION" >&2 \
     || die "pip install torch==$TORCH_VERSION failed"
-  touch "$venv/.torch-ok"
-fi
-if [[ $with_sklearn == 1 && ! -f "$venv/.sklearn-ok" ]]; then
-  log "installing scikit-learn $SKLEARN_VERSION and pyarrow into $venv"
+}
+# add_sklearn: scikit-learn and pyarrow into the same environment, under the
+# environment's lock (two pip runs in one environment corrupt it).
+add_sklearn() {
   "$venv/bin/pip" install -q --disable-pip-version-check \
     "scikit-learn==$SKLEARN_VERSION" "pyarrow==$PYARROW_VERSION" >&2 || die "pip install scikit-learn failed"
   touch "$venv/.sklearn-ok"
+}
+cache_in_place "$venv" .torch-ok "torch $TORCH_VERSION venv" make_venv
+if [[ $with_sklearn == 1 ]]; then
+  cached "scikit-learn $SKLEARN_VERSION in the torch venv" "$venv.lock" _exists "$venv/.sklearn-ok" add_sklearn
 fi
 
 torch_lib="$("$venv/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"

@@ -6,8 +6,6 @@
 # nodes carry the taint kwok.x-k8s.io/node=fake:NoSchedule, so only pods that
 # tolerate it land there.
 
-kwok_enabled() { [[ "${KILN_KWOK:-}" == 1 || "$(cfg .kwok.enabled)" == true ]]; }
-
 kwok_fake_node() {
   local name=$1 gpus=$2
   cat <<EOF

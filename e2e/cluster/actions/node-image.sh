@@ -23,14 +23,24 @@ copy_into() {
 action_node_image() {
   docker_up
   "$E2E_DIR/docker/base-image.sh" "$BASE_IMAGE"
-  local node_dir="$E2E_DIR/cluster/node" hash ctx
+  local node_dir="$E2E_DIR/cluster/node" hash
   hash=$(printf '%s\n' "$KUBERNETES_BIN" "$CONTAINERD_BIN" "$CNI_BIN" "$NODE_PROGRAMS" \
     "$(inputs_hash "$node_dir")" | sha256sum | cut -c1-12)
   NODE_IMAGE="kiln/node:$hash"
-  if ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1; then
-    log "building the node image $NODE_IMAGE"
-    ctx=$(mktemp -d /tmp/kiln-node-image.XXXXXX)
-    copy_into "$ctx" <<EOF
+  image_entry "$NODE_IMAGE" "node image $NODE_IMAGE" build_node_image "$node_dir"
+  scratch_image "$PAUSE_IMAGE" "$NODE_PROGRAMS/pause" /pause
+  scratch_image "$COREDNS_IMAGE" "$COREDNS" /coredns
+}
+
+# build_node_image NODE_DIR: builds $NODE_IMAGE from the node folder and the
+# binaries built on the host.
+build_node_image() {
+  local node_dir=$1 ctx
+  mkdir -p "$KILN_CACHE/tmp"
+  ctx=$(mktemp -d "$KILN_CACHE/tmp/node-image.XXXXXX")
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf '$ctx'" EXIT
+  copy_into "$ctx" <<EOF
 $node_dir/Dockerfile Dockerfile
 $node_dir/containerd.toml containerd.toml
 $node_dir/entrypoint.sh entrypoint.sh
@@ -46,22 +56,26 @@ $CNI_BIN/host-local cni/host-local
 $CNI_BIN/loopback cni/loopback
 $CNI_BIN/portmap cni/portmap
 EOF
-    docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$NODE_IMAGE" "$ctx" >/dev/null \
-      || { rm -rf "$ctx"; die "building $NODE_IMAGE failed"; }
-    rm -rf "$ctx"
-  fi
-  scratch_image "$PAUSE_IMAGE" "$NODE_PROGRAMS/pause" /pause
-  scratch_image "$COREDNS_IMAGE" "$COREDNS" /coredns
+  docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$NODE_IMAGE" "$ctx" >/dev/null \
+    || die "building $NODE_IMAGE failed"
+  rm -rf "$ctx"
+  trap - EXIT
 }
 
 # scratch_image TAG BINARY PATH: an image FROM scratch holding one static binary.
 scratch_image() {
+  image_entry "$1" "image $1" build_scratch_image "$@"
+}
+
+build_scratch_image() {
   local tag=$1 bin=$2 path=$3 ctx
-  docker image inspect "$tag" >/dev/null 2>&1 && return 0
-  log "building $tag"
-  ctx=$(mktemp -d /tmp/kiln-image.XXXXXX)
+  mkdir -p "$KILN_CACHE/tmp"
+  ctx=$(mktemp -d "$KILN_CACHE/tmp/image.XXXXXX")
+  # shellcheck disable=SC2064 # expand now
+  trap "rm -rf '$ctx'" EXIT
   cp -L "$bin" "$ctx/${path#/}"
   printf 'FROM scratch\nCOPY %s %s\nENTRYPOINT ["%s"]\n' "${path#/}" "$path" "$path" >"$ctx/Dockerfile"
-  docker build -q -t "$tag" "$ctx" >/dev/null || { rm -rf "$ctx"; die "building $tag failed"; }
+  docker build -q -t "$tag" "$ctx" >/dev/null || die "building $tag failed"
   rm -rf "$ctx"
+  trap - EXIT
 }

@@ -140,20 +140,25 @@ remove_cgroups() {
   done
 }
 
-# load_image IMAGE NODE...: imports IMAGE from the Docker engine into each
-# node's containerd (namespace k8s.io), unless that node has it already.
+# load_image IMAGE[,TAG...] NODE...: imports IMAGE from the Docker engine into
+# each node's containerd (namespace k8s.io), with every tag of the
+# comma-separated list (all of one image: one archive, one import), unless
+# that node has it already.
 load_image() {
-  local image=$1; shift
+  local image tags
+  IFS=, read -r -a tags <<<"$1"; shift
+  image=${tags[0]}
   local id marker archive="" node out
   id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) || die "image $image is not built"
-  marker="/var/lib/kiln/images/$(tr '/:' '__' <<<"$image")"
+  marker="/var/lib/kiln/images/$(tr '/:,' '___' <<<"${tags[*]}" | tr ' ' ,)"
   for node in "$@"; do
     if [[ "$(docker exec "$node" cat "$marker" 2>/dev/null)" == "$id" ]]; then continue; fi
     if [[ -z "$archive" ]]; then
-      archive=$(mktemp /tmp/kiln-image.XXXXXX.tar)
-      docker save "$image" -o "$archive" || { rm -f "$archive"; die "docker save $image failed"; }
+      mkdir -p "$KILN_CACHE/tmp"
+      archive=$(mktemp "$KILN_CACHE/tmp/image.XXXXXX.tar")
+      docker save "${tags[@]}" -o "$archive" || { rm -f "$archive"; die "docker save ${tags[*]} failed"; }
     fi
-    log "loading $image into $node"
+    log "loading ${tags[*]} into $node"
     # ctr warns on every call that cgroup v1 is deprecated: keep its output
     # for when the import fails.
     if ! out=$(docker exec -i "$node" ctr -n k8s.io images import --local --discard-unpacked-layers - <"$archive" 2>&1); then

@@ -1,6 +1,6 @@
 //! A client Kiln did not write: Triton's Python HTTP and gRPC clients
 //! (tritonclient, installed from the package index into a cached virtual
-//! environment by python-env.sh) against `kiln-runtime serve`'s Open
+//! environment by python-env.sh before the tests start) against `kiln-runtime serve`'s Open
 //! Inference Protocol, REST and gRPC.
 
 mod common;
@@ -14,16 +14,11 @@ use common::server::{Server, dataset, train};
 #[test]
 fn tritonclient_talks_to_the_v2_api() {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let env = Command::new(here.join("python-env.sh"))
-        .arg("clients")
-        .output()
-        .unwrap();
-    assert!(
-        env.status.success(),
-        "python-env.sh clients: {}",
-        String::from_utf8_lossy(&env.stderr)
+    // Made before the tests start by `make test-unit` (python-env.sh clients).
+    let python = std::env::var("KILN_CLIENTS_PYTHON").expect(
+        "KILN_CLIENTS_PYTHON is not set: run the tests through `make test-unit`, which makes \
+         the clients' environment (or set KILN_CLIENTS_PYTHON=$(images/runtime/python-env.sh clients))",
     );
-    let python = String::from_utf8(env.stdout).unwrap().trim().to_string();
     let model = train(
         "clients-iris",
         Job::new("linear-learner")

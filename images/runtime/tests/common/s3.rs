@@ -1,6 +1,7 @@
 //! A real S3-compatible store for tests: SeaweedFS's `weed server` (built
-//! once per version by e2e/tools/seaweedfs.sh) on loopback ports, with one
-//! identity, one bucket, and the `AWS_*` environment that reaches it.
+//! once per version by e2e/tools/seaweedfs.sh before the tests start, and
+//! named by `KILN_WEED`) on loopback ports, with one identity, one bucket,
+//! and the `AWS_*` environment that reaches it.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -18,16 +19,18 @@ pub struct S3 {
     pub secret_key: String,
 }
 
-/// The `weed` binary: built (about 8 minutes, once) if it is not cached.
+/// The `weed` binary, which `make test-unit` builds (e2e/tools/seaweedfs.sh,
+/// cached by version) before the tests start and names in `KILN_WEED`.
 fn weed() -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/tools/seaweedfs.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
-    assert!(out.status.success(), "{} failed", script.display());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let path = std::env::var("KILN_WEED").expect(
+        "KILN_WEED is not set: run the tests through `make test-unit`, which builds SeaweedFS \
+         (or set KILN_WEED=$(e2e/tools/seaweedfs.sh))",
+    );
+    assert!(
+        Path::new(&path).is_file(),
+        "KILN_WEED={path} is not a file: rebuild it with e2e/tools/seaweedfs.sh"
+    );
+    path
 }
 
 /// `n` distinct free loopback ports.
