@@ -49,8 +49,10 @@ test-unit: test-unit-deps ## Rust unit and integration tests of the workspace
 	$(TORCH_ENV) KILN_FIXTURES="$$(images/runtime/fixtures.sh)" KILN_WEED="$$(e2e/tools/seaweedfs.sh)" \
 	  KILN_CLIENTS_PYTHON="$$(images/runtime/python-env.sh clients)" $(CARGO) test --workspace --locked
 
-lint: ## rustfmt and clippy with warnings as errors
+lint: ## rustfmt, clippy with warnings as errors, shellcheck of every script
 	$(CARGO) fmt --all -- --check
+	source e2e/tools/common.sh && apt_ensure shellcheck shellcheck
+	git ls-files '*.sh' | xargs shellcheck -x -S warning
 	$(TORCH_ENV) $(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 fmt: ## format the code
@@ -88,7 +90,7 @@ fuzz-serve: ## fuzz the server's request parsers (FUZZ_SECONDS per target, defau
 	images/runtime/fuzz/run.sh $${FUZZ_SECONDS:-120}
 
 # ---- The local Kubernetes (e2e/, see README.md "The local cluster") ----
-.PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-reclaim cluster-logs cluster-images test-e2e test-e2e-scale demo
+.PHONY: tools cluster-up cluster-down cluster-delete cluster-kubeconfig cluster-status cluster-memory cluster-reclaim cluster-logs cluster-images test-e2e test-e2e-scale demo
 
 tools: ## build every binary of the local cluster, kwok included (cached by version in ~/.cache/kiln/bin)
 	e2e/tools/all.sh --kwok >/dev/null
@@ -107,6 +109,9 @@ cluster-kubeconfig: ## print the path of the local cluster's admin kubeconfig
 
 cluster-status: ## control-plane processes, node containers and Nodes
 	e2e/cluster.sh status
+
+cluster-memory: ## the running cluster's memory per component (PSS and RSS, MiB)
+	e2e/cluster.sh memory
 
 cluster-reclaim: ## simulate a spot reclaim of NODE (make cluster-reclaim NODE=kiln-spot-0)
 	e2e/cluster.sh reclaim $(NODE)

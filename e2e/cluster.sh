@@ -9,6 +9,7 @@
 #   cluster.sh delete              down, and forget the cluster's state (PKI, etcd, volumes)
 #   cluster.sh kubeconfig          print the admin kubeconfig's path
 #   cluster.sh status              processes, node containers, Nodes
+#   cluster.sh memory              the running cluster's memory, per component (PSS and RSS)
 #   cluster.sh load IMAGE[,TAG...] [NODE...]  import a Docker image (with all the
 #                                  listed tags of it) into the nodes (default: all)
 #   cluster.sh reclaim NODE        simulate a spot reclaim: the node and its pods go
@@ -17,6 +18,7 @@
 #   cluster.sh action NAME...      run single actions of `up` (pki, control_plane, ...)
 set -euo pipefail
 source "$(dirname "$0")/cluster/lib.sh"
+source "$E2E_DIR/cluster/memory.sh"
 for action in "$E2E_DIR"/cluster/actions/*.sh; do
   # shellcheck disable=SC1090
   source "$action"
@@ -159,6 +161,7 @@ case "${1:-}" in
   delete) cmd_delete ;;
   kubeconfig) printf '%s\n' "$KUBECONFIG_PATH" ;;
   status) cmd_status ;;
+  memory) cmd_memory ;;
   load) shift; cmd_load "$@" ;;
   reclaim) shift; cmd_reclaim "$@" ;;
   export-logs) shift; cmd_export_logs "$@" ;;

@@ -16,7 +16,6 @@ source "$HERE/tools/common.sh"
 BASE_IMAGE=kiln/debian:bookworm
 E2E_TOOLS_IMAGE=kiln/e2e-tools:v1
 PYTORCH_IMAGE=kiln/pytorch:2.11.0
-TORCH_VERSION=2.11.0
 TORCH_POOL=${KILN_TORCH_POOL:-ondemand}
 eval "$("$HERE/docker/engine.sh" up)"
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings for the tool scripts: sourced, never run.
 # Every build product lives under KILN_CACHE, outside the checkout, keyed by
 # version, so a warm machine rebuilds nothing and `git clean` loses nothing.

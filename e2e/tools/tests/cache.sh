@@ -91,7 +91,7 @@ failed_build() {
 check "a failed build leaves nothing, and the next caller builds again" failed_build
 
 daemon_keeps_no_lock() {
-  start_daemon() { sleep 30 >/dev/null 2>&1 </dev/null & echo $! >"$WORK/daemon.pid"; }
+  start_daemon() { sleep 30 >/dev/null 2>&1 & echo $! >"$WORK/daemon.pid"; }
   with_lock "$KILN_CACHE/daemon.lock" start_daemon
   local ok=0
   timeout 5 flock -w 3 "$KILN_CACHE/daemon.lock" true || ok=1
