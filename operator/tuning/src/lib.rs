@@ -49,21 +49,30 @@
 //! a general linear-algebra crate. Random streams are ChaCha8 from
 //! `rand_chacha`, whose output is stable across platforms and versions.
 
+pub mod asha;
 pub mod bayes;
 pub mod gp;
 pub mod grid;
+pub mod hyperband;
 pub mod linalg;
+pub mod median_stop;
 pub mod optimize;
 pub mod random;
 mod rng;
 pub mod space;
 pub mod stats;
+pub mod tpe;
 mod trial;
 
+pub use asha::{Asha, AshaStopping};
+pub use bayes::{Bayesian, BayesianSettings};
 pub use grid::Grid;
+pub use hyperband::Hyperband;
+pub use median_stop::MedianStopping;
 
 pub use random::Random;
 pub use space::{Config, Domain, Param, Scale, Space, SpaceError, Value};
+pub use tpe::{Tpe, TpeSettings};
 
 pub use trial::{Direction, Origin, Suggestion, Trial, TrialState, WarmStartKind};
 

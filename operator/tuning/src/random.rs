@@ -25,7 +25,12 @@ impl Random {
 
 /// The random point of trial `index`.
 pub(crate) fn sample(space: &Space, seed: u64, index: usize) -> Config {
-    let mut rng = rng::stream(seed, Purpose::Random, index as u64);
+    sample_for(space, seed, Purpose::Random, index)
+}
+
+/// The random point `index` of the streams of `purpose`.
+pub(crate) fn sample_for(space: &Space, seed: u64, purpose: Purpose, index: usize) -> Config {
+    let mut rng = rng::stream(seed, purpose, index as u64);
     space.decode(&rng::uniform(&mut rng, space.dims()))
 }
 

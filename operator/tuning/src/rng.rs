@@ -11,6 +11,8 @@ pub(crate) enum Purpose {
     Random = 1,
     InitialDesign = 2,
     Acquisition = 3,
+    Tpe = 4,
+    Hyperband = 5,
 }
 
 /// The stream of `index` for `purpose` under `seed`.
@@ -44,7 +46,10 @@ mod tests {
         assert_eq!(draw(7, Purpose::Random, 3), draw(7, Purpose::Random, 3));
         assert_ne!(draw(7, Purpose::Random, 3), draw(7, Purpose::Random, 4));
         assert_ne!(draw(7, Purpose::Random, 3), draw(8, Purpose::Random, 3));
-        assert_ne!(draw(7, Purpose::Random, 3), draw(7, Purpose::Acquisition, 3));
+        assert_ne!(
+            draw(7, Purpose::Random, 3),
+            draw(7, Purpose::Acquisition, 3)
+        );
     }
 
     #[test]
