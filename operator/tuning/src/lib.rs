@@ -56,7 +56,9 @@ pub mod grid;
 pub mod hyperband;
 pub mod linalg;
 pub mod median_stop;
+pub mod multi;
 pub mod optimize;
+pub mod pareto;
 pub mod random;
 mod rng;
 pub mod space;
@@ -69,6 +71,7 @@ pub use bayes::{Bayesian, BayesianSettings};
 pub use grid::Grid;
 pub use hyperband::Hyperband;
 pub use median_stop::MedianStopping;
+pub use multi::ParEgo;
 
 pub use random::Random;
 pub use space::{Config, Domain, Param, Scale, Space, SpaceError, Value};

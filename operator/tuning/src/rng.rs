@@ -13,6 +13,7 @@ pub(crate) enum Purpose {
     Acquisition = 3,
     Tpe = 4,
     Hyperband = 5,
+    Scalarization = 6,
 }
 
 /// The stream of `index` for `purpose` under `seed`.
