@@ -13,7 +13,7 @@ use crate::gp::Gp;
 use crate::random::{latin_hypercube, sample};
 use crate::rng::{self, Purpose};
 use crate::space::{Domain, Space};
-use crate::stats::{log_expected_improvement, standardization};
+use crate::stats::{log_expected_improvement, power_transform};
 use crate::trial::{Direction, Origin, Suggestion, Trial, TrialState, WarmStartKind, own_trials};
 
 /// Tuning of the Bayesian strategy; the defaults suit up to a few hundred trials.
@@ -126,14 +126,11 @@ struct Surrogate {
 impl Surrogate {
     fn fit(dims: usize, data: &Data, transfer: &Data) -> Option<Self> {
         let prior = if transfer.y.len() >= 2 {
-            let (m, s) = standardization(&transfer.y);
-            let y = transfer.y.iter().map(|v| (v - m) / s).collect();
-            Gp::fit(dims, transfer.x.concat(), y)
+            Gp::fit(dims, transfer.x.concat(), power_transform(&transfer.y))
         } else {
             None
         };
-        let (m, s) = standardization(&data.y);
-        let y: Vec<f64> = data.y.iter().map(|v| (v - m) / s).collect();
+        let y = power_transform(&data.y);
         let best = y.iter().copied().fold(f64::INFINITY, f64::min);
         let residual =
             |(x, y): (&Vec<f64>, &f64)| y - prior.as_ref().map_or(0.0, |p| p.predict(x).0);
