@@ -39,8 +39,12 @@ build_torch_context() {
   mkdir -p "$ctx/site-packages"
   "$venv/bin/python" "$HERE/images/pytorch/dist_files.py" torch >"$ctx/files" \
     || die "listing torch's installed files failed"
-  (cd "$venv/lib/python3.11/site-packages" && xargs -d '\n' cp -al --parents -t "$ctx/site-packages" <"$ctx/files") \
-    || die "linking torch's files into the build context failed"
+  # Hard links where the environment and the context share a file system,
+  # else copies.
+  local link=-l
+  ln "$venv/pyvenv.cfg" "$ctx/.link-test" 2>/dev/null && rm "$ctx/.link-test" || link=
+  (cd "$venv/lib/python3.11/site-packages" && xargs -d '\n' cp $link --parents -t "$ctx/site-packages" <"$ctx/files") \
+    || die "copying torch's files into the build context failed"
   rm "$ctx/files"
 }
 
