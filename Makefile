@@ -7,7 +7,7 @@ export KILN_CACHE ?= $(HOME)/.cache/kiln
 # Rows of the timing summary that `make test` prints (e2e/tools/timing.sh).
 export KILN_TIMINGS ?= $(CURDIR)/.out/timings.tsv
 
-.PHONY: help test test-tools test-unit test-unit-deps test-crds test-chart test-images lint fmt crds chart-crds images bench-train bench-serve fuzz-serve
+.PHONY: help test test-tools test-unit test-unit-deps test-crds test-chart test-images lint fmt crds chart-crds images bench-train bench-serve bench-tuning fuzz-serve
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -85,6 +85,11 @@ bench-serve: ## kiln-runtime serve vs MLServer and the bare HTTP limit: req/s, p
 	  $(TORCH_ENV) $(CARGO) build --release --locked -p kiln-runtime --bin kiln-runtime --example bare_http && \
 	  target="$$(realpath "$${CARGO_TARGET_DIR:-target}")/release" && \
 	  "$$py" images/runtime/bench/bench_serve.py "$$target/kiln-runtime" "$$target/examples/bare_http" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-serve"
+
+bench-tuning: ## kiln-tuning's Bayesian, TPE and random search vs Optuna's samplers: median regret per budget, hypervolume vs NSGA-II (SEEDS=20, ONLY=branin,...)
+	py="$$(images/runtime/python-env.sh optuna)" && \
+	  $(CARGO) build --release --locked -p kiln-tuning --example bench && \
+	  "$$py" operator/tuning/bench/bench_tuning.py "$$(realpath "$${CARGO_TARGET_DIR:-target}")/release/examples/bench" "$(SEEDS)" "$(ONLY)"
 
 fuzz-serve: ## fuzz the server's request parsers (FUZZ_SECONDS per target, default 120)
 	images/runtime/fuzz/run.sh $${FUZZ_SECONDS:-120}

@@ -4,6 +4,7 @@
 #
 #   images/runtime/python-env.sh clients   # tritonclient[http,grpc]: the v2 client tests
 #   images/runtime/python-env.sh mlserver  # MLServer + scikit-learn: make bench-serve
+#   images/runtime/python-env.sh optuna    # Optuna's samplers: make bench-tuning
 #
 # Each set is pinned and keyed by its versions, so a version bump makes a new
 # environment and a warm machine installs nothing.
@@ -17,7 +18,8 @@ case "${1:-}" in
   # uvloop 0.22 and later refuse asyncio.get_event_loop(), which MLServer
   # 1.7.1 calls in its inference workers.
   mlserver) name=mlserver-1.7.1-uvloop-0.21; packages=("mlserver==1.7.1" "mlserver-sklearn==1.7.1" "scikit-learn==1.7.2" "uvloop==0.21.0") ;;
-  *) die "usage: $0 clients|mlserver" ;;
+  optuna) name=optuna-5.1.0-numpy-2.4.6; packages=("optuna==5.1.0" "numpy==2.4.6") ;;
+  *) die "usage: $0 clients|mlserver|optuna" ;;
 esac
 venv="$KILN_CACHE/venv/$name"
 make_venv() {
