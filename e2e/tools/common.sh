@@ -59,34 +59,28 @@ with_lock() {
 # pass. WHAT names the entry in the log and in the timing summary: cached,
 # cached after waiting for another build, or built in N seconds.
 cached() {
-  local what=$1 lockfile=$2 check=$3 key=$4 start=$SECONDS status; shift 4
+  local what=$1 lockfile=$2 check=$3 key=$4 rc; shift 4
   if "$check" "$key"; then timing_record "$what" cached; return 0; fi
-  mkdir -p "$(dirname "$lockfile")"
-  status=$(mktemp "$lockfile.status.XXXXXX")
   # Not `with_lock ... || die`: inside a `||` list bash ignores `set -e` in
   # everything the builder runs.
-  local rc
   set +e
-  with_lock "$lockfile" _cached_build "$status" "$what" "$check" "$key" "$@"
+  with_lock "$lockfile" _cached_build "$SECONDS" "$what" "$check" "$key" "$@"
   rc=$?
   set -e
-  ((rc == 0)) || { rm -f "$status"; die "building $what failed"; }
-  if [[ "$(cat "$status")" == built ]]; then
-    timing_record "$what" built $((SECONDS - start))
-  else
-    timing_record "$what" "cached (waited $((SECONDS - start)) s)"
-  fi
-  rm -f "$status"
+  ((rc == 0)) || die "building $what failed"
 }
 
 _cached_build() {
-  local status=$1 what=$2 check=$3 key=$4; shift 4
-  "$check" "$key" && return 0
+  local start=$1 what=$2 check=$3 key=$4; shift 4
+  if "$check" "$key"; then
+    timing_record "$what" "cached (waited $((SECONDS - start)) s)"
+    return 0
+  fi
   log "building $what"
   # Explicit checks: a caller may run all this where bash ignores `set -e`.
   "$@" || return 1
   "$check" "$key" || die "building $what did not produce $key"
-  echo built >"$status"
+  timing_record "$what" built $((SECONDS - start))
 }
 
 _exists() { [[ -e "$1" ]]; }

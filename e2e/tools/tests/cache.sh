@@ -54,8 +54,11 @@ expect_runs() { # expect_runs COUNTER N
 }
 
 entry_callers() {
-  parallel "$N" cache_entry "$KILN_CACHE/entry" data "test entry" slow_build "$WORK/entry.runs"
+  KILN_TIMINGS="$WORK/timings" parallel "$N" cache_entry "$KILN_CACHE/entry" data "test entry" slow_build "$WORK/entry.runs"
   expect_runs "$WORK/entry.runs" 1
+  # The timing summary has one build and N - 1 callers that found it made.
+  [[ "$(grep -c $'\ttest entry\tbuilt\t' "$WORK/timings")" == 1 ]] || { cat "$WORK/timings"; return 1; }
+  [[ "$(grep -c $'\ttest entry\tcached' "$WORK/timings")" == $((N - 1)) ]] || { cat "$WORK/timings"; return 1; }
   [[ "$(cat "$KILN_CACHE/entry/data")" == payload ]]
   # Nothing but the entry and its lock is left beside it.
   [[ -z "$(find "$KILN_CACHE" -maxdepth 1 -name 'entry.*' ! -name entry.lock)" ]] \
