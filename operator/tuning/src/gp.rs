@@ -17,7 +17,7 @@ pub struct GpParams {
     pub log_lengthscales: Vec<f64>,
     /// log signal variance.
     pub log_signal: f64,
-    /// log of the noise variance above [`MIN_NOISE`].
+    /// log of the noise variance above its floor of 1e-6.
     pub log_noise: f64,
 }
 

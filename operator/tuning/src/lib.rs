@@ -38,8 +38,8 @@
 //! [`WarmStartKind::IdenticalDataAndAlgorithm`] they count as observations
 //! (the GP and TPE learn from them and Grid skips their points); with
 //! [`WarmStartKind::TransferLearning`] they only shape the prior (the GP's
-//! prior mean, a down-weighted share of TPE's densities). Random, Hyperband
-//! and ASHA ignore them.
+//! prior mean, a down-weighted share of TPE's densities; ParEGO leaves them
+//! out). Random, Hyperband and ASHA ignore parents.
 //!
 //! # Numerics
 //!
