@@ -19,11 +19,16 @@ PYTORCH_IMAGE=kiln/pytorch:2.11.0
 TORCH_POOL=${KILN_TORCH_POOL:-ondemand}
 eval "$("$HERE/docker/engine.sh" up)"
 
-# docker_build TAG DIR: the engine's own builder on Kiln's Debian base.
+# The images' keys: a change to what an image is made from rebuilds it under
+# the same tag (image_entry in common.sh).
+E2E_TOOLS_KEY=$(inputs_hash "$HERE/images/e2e-tools")
+PYTORCH_KEY=$( (inputs_hash "$HERE/images/pytorch"; echo "$PYTORCH_IMAGE") | sha256sum | cut -c1-12)
+
+# docker_build TAG KEY DIR: the engine's own builder on Kiln's Debian base.
 docker_build() {
-  local tag=$1 dir=$2
-  DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$tag" "$dir" >/dev/null \
-    || die "building $tag failed"
+  local tag=$1 key=$2 dir=$3
+  DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE_IMAGE" --label "dev.kiln.inputs=$key" \
+    -t "$tag" "$dir" >/dev/null || die "building $tag failed"
 }
 
 # The PyTorch image's site-packages are torch and its dependencies as the
@@ -54,7 +59,7 @@ build_torch() {
   # shellcheck disable=SC2064 # expand now
   trap "rm -rf '$ctx'" EXIT
   build_torch_context "$ctx"
-  docker_build "$PYTORCH_IMAGE" "$ctx"
+  docker_build "$PYTORCH_IMAGE" "$PYTORCH_KEY" "$ctx"
   rm -rf "$ctx"
   trap - EXIT
 }
@@ -82,12 +87,13 @@ load() {
 case "${1:-}" in
   build)
     "$HERE/docker/base-image.sh" "$BASE_IMAGE"
-    image_entry "$E2E_TOOLS_IMAGE" "image $E2E_TOOLS_IMAGE" docker_build "$E2E_TOOLS_IMAGE" "$HERE/images/e2e-tools"
+    image_entry "$E2E_TOOLS_IMAGE" "$E2E_TOOLS_KEY" "image $E2E_TOOLS_IMAGE" \
+      docker_build "$E2E_TOOLS_IMAGE" "$E2E_TOOLS_KEY" "$HERE/images/e2e-tools"
     ;;
   build-torch)
     "$HERE/docker/base-image.sh" "$BASE_IMAGE"
     mkdir -p "$KILN_CACHE/tmp"
-    image_entry "$PYTORCH_IMAGE" "image $PYTORCH_IMAGE" build_torch
+    image_entry "$PYTORCH_IMAGE" "$PYTORCH_KEY" "image $PYTORCH_IMAGE" build_torch
     ;;
   load) load ;;
   tags) printf '%s\n%s\n' "$E2E_TOOLS_IMAGE" "$PYTORCH_IMAGE" ;;

@@ -32,9 +32,17 @@ cmd_memory() {
   for name in "${CONTROL_PLANE[@]}" seaweedfs kwok; do
     pid_alive "$name" && rows+=("host  $name|$(cat "$RUN_DIR/$name.pid")")
   done
-  # Inside the nodes: every process of every node container, by program.
-  local node_pids
-  node_pids=$(for name in $(cluster_containers); do docker top "$name" -eo pid,comm 2>/dev/null | tail -n +2; done)
+  # Inside the nodes: every process of every node container's process tree
+  # (pods included: their containers' shims hang under the node's init), by
+  # program.
+  local node_pids init
+  node_pids=$(for name in $(cluster_containers); do
+    init=$(docker inspect -f '{{.State.Pid}}' "$name" 2>/dev/null) || continue
+    [[ "$init" != 0 ]] || continue
+    for pid in $(tree_pids "$init"); do
+      printf '%s %s\n' "$pid" "$(cat "/proc/$pid/comm" 2>/dev/null || echo gone)"
+    done
+  done)
   for comm in $(awk '{print $2}' <<<"$node_pids" | sort -u); do
     pids=$(awk -v c="$comm" '$2 == c {print $1}' <<<"$node_pids" | tr '\n' ' ')
     rows+=("nodes $comm ($(wc -w <<<"$pids"))|$pids")

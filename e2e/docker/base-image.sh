@@ -21,4 +21,4 @@ build() {
   tar -C "$ROOTFS" -c . | docker import - "$TAG" >/dev/null
   log "imported $TAG"
 }
-image_entry "$TAG" "base image $TAG" build
+image_entry "$TAG" "" "base image $TAG" build

@@ -84,7 +84,14 @@ _cached_build() {
 }
 
 _exists() { [[ -e "$1" ]]; }
-_image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+# _image_current "TAG KEY": TAG exists and, where KEY is given, carries the
+# label dev.kiln.inputs=KEY.
+_image_current() {
+  local tag=${1%% *} key="" got
+  [[ "$1" == *" "* ]] && key=${1#* }
+  got=$(docker image inspect -f '{{index .Config.Labels "dev.kiln.inputs"}}' "$tag" 2>/dev/null) || return 1
+  [[ -z "$key" || "$got" == "$key" ]]
+}
 
 # cache_entry DIR MARKER WHAT BUILDER [ARGS...]: the folder DIR, complete when
 # DIR/MARKER exists. `BUILDER ARGS... TMP` fills TMP, a fresh folder beside
@@ -120,12 +127,26 @@ _make_in_place() {
   touch "$dir/$marker"
 }
 
-# image_entry TAG WHAT BUILDER [ARGS...]: a Docker image as a cache entry; the
-# tag is its marker (docker tags an image only once its build is whole) and
-# the lock lives under $KILN_CACHE/locks. Needs DOCKER_HOST (engine.sh up).
+# image_entry TAG KEY WHAT BUILDER [ARGS...]: a Docker image as a cache entry;
+# the tag is its marker (docker tags an image only once its build is whole).
+# A KEY (a hash of what the image is made from) must also match the image's
+# label dev.kiln.inputs, which BUILDER sets (`docker build --label`), so that
+# a changed input rebuilds an image whose tag stays the same; an empty KEY
+# is for tags that carry their inputs' hash already. The lock lives under
+# $KILN_CACHE/locks. Needs DOCKER_HOST (engine.sh up).
 image_entry() {
-  local tag=$1 what=$2; shift 2
-  cached "$what" "$KILN_CACHE/locks/image-$(tr '/:' '__' <<<"$tag").lock" _image_exists "$tag" "$@"
+  local tag=$1 key=$2 what=$3; shift 3
+  cached "$what" "$KILN_CACHE/locks/image-$(tr '/:' '__' <<<"$tag").lock" _image_current "$tag${key:+ $key}" "$@"
+}
+
+# inputs_hash DIR...: a short hash of the files under each DIR (their paths
+# relative to it, and their contents), for image keys: the same wherever the
+# checkout lies.
+inputs_hash() {
+  local dir
+  for dir in "$@"; do
+    (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+  done | sha256sum | cut -c1-12
 }
 
 # go_install NAME VERSION PACKAGE@VERSION [LDFLAGS]

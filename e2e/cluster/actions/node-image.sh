@@ -6,11 +6,6 @@
 
 NODE_IMAGE=""
 
-# inputs_hash PATH...: a short hash of file names, sizes and contents.
-inputs_hash() {
-  find "$@" -type f -print0 | sort -z | xargs -0 sha256sum | sed "s|$KILN_CACHE||" | sha256sum | cut -c1-12
-}
-
 # build_context DIR: a docker build context from files listed as "SRC DEST".
 copy_into() {
   local dir=$1 src dest
@@ -27,7 +22,7 @@ action_node_image() {
   hash=$(printf '%s\n' "$KUBERNETES_BIN" "$CONTAINERD_BIN" "$CNI_BIN" "$NODE_PROGRAMS" \
     "$(inputs_hash "$node_dir")" | sha256sum | cut -c1-12)
   NODE_IMAGE="kiln/node:$hash"
-  image_entry "$NODE_IMAGE" "node image $NODE_IMAGE" build_node_image "$node_dir"
+  image_entry "$NODE_IMAGE" "" "node image $NODE_IMAGE" build_node_image "$node_dir"
   scratch_image "$PAUSE_IMAGE" "$NODE_PROGRAMS/pause" /pause
   scratch_image "$COREDNS_IMAGE" "$COREDNS" /coredns
 }
@@ -64,7 +59,7 @@ EOF
 
 # scratch_image TAG BINARY PATH: an image FROM scratch holding one static binary.
 scratch_image() {
-  image_entry "$1" "image $1" build_scratch_image "$@"
+  image_entry "$1" "" "image $1" build_scratch_image "$@"
 }
 
 build_scratch_image() {
