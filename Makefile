@@ -22,7 +22,8 @@ SUITES = lint test-tools test-unit test-crds test-chart test-images test-e2e
 test: ## every test: unit, CRD drift, chart, images, e2e on the local cluster; ends with a timing summary
 	@e2e/tools/timing.sh start
 	@e2e/tools/prefetch.sh start
-	@status=0; \
+	@trap 'e2e/tools/prefetch.sh stop' EXIT; \
+	status=0; \
 	for suite in $(SUITES); do \
 	  e2e/tools/timing.sh suite $$suite $(MAKE) --no-print-directory $$suite || { status=$$?; break; }; \
 	done; \

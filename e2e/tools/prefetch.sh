@@ -8,7 +8,7 @@
 # and the foreground build of the same entry then reports it.
 #
 #   prefetch.sh start   start the builds (log: .out/prefetch.log); KILN_PREFETCH=0 skips
-#   prefetch.sh stop    end them if they still run (make test's end, pass or fail)
+#   prefetch.sh stop    end them if they still run (the end of make test: pass, fail or Ctrl-C)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$ROOT/e2e/tools/common.sh"
