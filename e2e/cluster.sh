@@ -10,6 +10,7 @@
 #   cluster.sh kubeconfig          print the admin kubeconfig's path
 #   cluster.sh status              processes, node containers, Nodes
 #   cluster.sh memory              the running cluster's memory, per component (PSS and RSS)
+#   cluster.sh preflight           check what the host needs (root, cgroups, Go, Python, disk, kernel)
 #   cluster.sh load IMAGE[,TAG...] [NODE...]  import a Docker image (with all the
 #                                  listed tags of it) into the nodes (default: all)
 #   cluster.sh reclaim NODE        simulate a spot reclaim: the node and its pods go
@@ -24,7 +25,8 @@ for action in "$E2E_DIR"/cluster/actions/*.sh; do
   source "$action"
 done
 
-# The ordered actions of `up`: each is idempotent and leaves running parts alone.
+# The ordered actions of `up` (after the preflight checks and the binaries):
+# each is idempotent and leaves running parts alone.
 UP_ACTIONS=(pki docker_network control_plane node_image nodes pod_network addons s3 kwok ready)
 
 # heartbeat_since NODE TIME: NODE's kubelet reported Ready after TIME.
@@ -73,6 +75,8 @@ cmd_up() {
   local start=$SECONDS action t
   lock_cluster
   UP_STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  # What the host needs is checked before anything is built or started.
+  action_preflight
   load_tools
   for action in "${UP_ACTIONS[@]}"; do
     t=$SECONDS
@@ -162,6 +166,7 @@ case "${1:-}" in
   kubeconfig) printf '%s\n' "$KUBECONFIG_PATH" ;;
   status) cmd_status ;;
   memory) cmd_memory ;;
+  preflight) action_preflight && log "preflight: the host has what the local cluster needs" ;;
   load) shift; cmd_load "$@" ;;
   reclaim) shift; cmd_reclaim "$@" ;;
   export-logs) shift; cmd_export_logs "$@" ;;
