@@ -45,8 +45,13 @@ test-unit-deps: ## what the unit tests need, built before they start: torch, fix
 	@echo "test-unit: SeaweedFS, the S3 store of the storage tests"; e2e/tools/seaweedfs.sh >/dev/null
 	@echo "test-unit: Triton's Python clients"; images/runtime/python-env.sh clients >/dev/null
 
-# Each script prints its cached entry's path at once the second time.
-test-unit: test-unit-deps ## Rust unit and integration tests of the workspace
+# The tests compile while test-unit-deps builds what they need (on a cold
+# machine SeaweedFS alone takes minutes); they start once both are done. Each
+# script prints its cached entry's path at once the second time.
+test-unit: ## Rust unit and integration tests of the workspace
+	($(TORCH_ENV) $(CARGO) test --workspace --locked --no-run) & build=$$!; \
+	$(MAKE) --no-print-directory test-unit-deps || { wait $$build || true; exit 1; }; \
+	wait $$build; \
 	$(TORCH_ENV) KILN_FIXTURES="$$(images/runtime/fixtures.sh)" KILN_WEED="$$(e2e/tools/seaweedfs.sh)" \
 	  KILN_CLIENTS_PYTHON="$$(images/runtime/python-env.sh clients)" $(CARGO) test --workspace --locked
 
