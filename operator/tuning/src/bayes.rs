@@ -318,6 +318,7 @@ mod tests {
     use super::*;
     use crate::Random;
     use crate::space::{Param, Scale, Value};
+    use crate::testing::{best, run};
 
     fn branin(c: &[Value]) -> f64 {
         let (Value::Float(a), Value::Float(b)) = (&c[0], &c[1]) else {
@@ -334,29 +335,6 @@ mod tests {
             Param::continuous("x2", 0.0, 15.0, Scale::Linear),
         ])
         .unwrap()
-    }
-
-    fn run(
-        strategy: &mut dyn Strategy,
-        f: fn(&[Value]) -> f64,
-        budget: usize,
-        batch: usize,
-    ) -> Vec<Trial> {
-        let mut history = Vec::new();
-        while history.len() < budget {
-            for s in strategy.suggest(&history, batch) {
-                let v = f(&s.config);
-                history.push(Trial::completed(s.config, vec![v]));
-            }
-        }
-        history
-    }
-
-    fn best(history: &[Trial]) -> f64 {
-        history
-            .iter()
-            .map(|t| t.values[0])
-            .fold(f64::INFINITY, f64::min)
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub mod random;
 mod rng;
 pub mod space;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 pub mod tpe;
 mod trial;
 

@@ -349,6 +349,7 @@ mod tests {
     use super::*;
     use crate::Random;
     use crate::space::{Param, Scale};
+    use crate::testing;
 
     fn space() -> Space {
         Space::new(vec![
@@ -367,17 +368,7 @@ mod tests {
     }
 
     fn run(strategy: &mut dyn Strategy, budget: usize) -> f64 {
-        let mut history = Vec::new();
-        while history.len() < budget {
-            for s in strategy.suggest(&history, 1) {
-                let v = f(&s.config);
-                history.push(Trial::completed(s.config, vec![v]));
-            }
-        }
-        history
-            .iter()
-            .map(|t| t.values[0])
-            .fold(f64::INFINITY, f64::min)
+        testing::best(&testing::run(strategy, f, budget, 1))
     }
 
     #[test]
