@@ -18,9 +18,10 @@ SUITES = lint test-tools test-unit test-crds test-chart test-images test-e2e
 # The host is checked first (e2e/cluster.sh preflight: root, cgroups, Go,
 # Python, disk, kernel), so a missing piece fails at once, not 40 minutes in.
 # While the first suites compile and run Rust, the cluster's binaries and the
-# e2e images are built in the background (e2e/tools/prefetch.sh, log in
-# .out/prefetch.log); test-e2e then finds them cached, or waits on their
-# locks for the build in progress. The summary lists every suite and build.
+# e2e images are built, the cluster is brought up and those images are loaded
+# into its nodes, in the background (e2e/tools/prefetch.sh, log in
+# .out/prefetch.log); test-e2e then finds them cached and loaded, or waits on
+# their locks for the build or load in progress. The summary lists every suite and build.
 test: ## every test: unit, CRD drift, chart, images, e2e on the local cluster; ends with a timing summary
 	@e2e/tools/timing.sh start
 	@e2e/cluster.sh preflight

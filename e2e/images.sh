@@ -9,6 +9,7 @@
 #                           kiln/operator and kiln/runtime image built by
 #                           images/build.sh; kiln/pytorch, when built, only
 #                           into the nodes of $KILN_TORCH_POOL (default ondemand)
+#   images.sh load-e2e      load only kiln/e2e-tools and kiln/pytorch (as above)
 #   images.sh tags          print the tags of the e2e images
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -64,12 +65,24 @@ build_torch() {
   trap - EXIT
 }
 
-load() {
-  local tags nodes_all pool_nodes
+# The e2e images: kiln/e2e-tools into every node, the PyTorch image into its
+# pool's nodes.
+load_e2e() {
+  local nodes_all pool_nodes
   nodes_all=$("$HERE/cluster.sh" nodes | cut -d' ' -f1)
   pool_nodes=$("$HERE/cluster.sh" nodes | awk -v p="$TORCH_POOL" '$2 == p {print $1}')
   # shellcheck disable=SC2086
   "$HERE/cluster.sh" load "$E2E_TOOLS_IMAGE" $nodes_all
+  if docker image inspect "$PYTORCH_IMAGE" >/dev/null 2>&1; then
+    # shellcheck disable=SC2086
+    "$HERE/cluster.sh" load "$PYTORCH_IMAGE" $pool_nodes
+  fi
+}
+
+load() {
+  local tags nodes_all
+  load_e2e
+  nodes_all=$("$HERE/cluster.sh" nodes | cut -d' ' -f1)
   # One load per image, with all its tags (kiln/runtime:0.1.0 and :dev are
   # one image): an image's layers cross into a node once.
   while read -r tags; do
@@ -78,10 +91,6 @@ load() {
   done < <(for repo in kiln/operator kiln/runtime; do
     docker images --format '{{.ID}} {{.Repository}}:{{.Tag}}' "$repo" | grep -v '<none>' || true
   done | awk '{tags[$1] = tags[$1] (tags[$1] == "" ? "" : ",") $2} END {for (id in tags) print tags[id]}')
-  if docker image inspect "$PYTORCH_IMAGE" >/dev/null 2>&1; then
-    # shellcheck disable=SC2086
-    "$HERE/cluster.sh" load "$PYTORCH_IMAGE" $pool_nodes
-  fi
 }
 
 case "${1:-}" in
@@ -96,6 +105,7 @@ case "${1:-}" in
     image_entry "$PYTORCH_IMAGE" "$PYTORCH_KEY" "image $PYTORCH_IMAGE" build_torch
     ;;
   load) load ;;
+  load-e2e) load_e2e ;;
   tags) printf '%s\n%s\n' "$E2E_TOOLS_IMAGE" "$PYTORCH_IMAGE" ;;
   *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds what the e2e suite needs (the cluster's binaries, the e2e and PyTorch
-# images) in the background while `make test` runs its first suites: the
-# Rust suites leave cores idle while they link and wait on their test
-# servers, and most of a cold Go build or image build is downloads. Every
+# images), brings the cluster up and loads those images into its nodes, in
+# the background while `make test` runs its first suites: the Rust suites
+# leave cores idle while they link and wait on their test servers, most of a
+# cold Go build or image build is downloads, and loading the 5 GB PyTorch
+# image into two nodes is minutes of disk writes. Every
 # entry is built under its own lock (common.sh), so test-e2e later finds it
 # cached, or waits for the build in progress; a failure here is only logged,
 # and the foreground build of the same entry then reports it.
@@ -30,10 +32,12 @@ case "${1:-}" in
       e2e/tools/all.sh >/dev/null
       e2e/images.sh build
       e2e/images.sh build-torch
+      e2e/cluster.sh up
+      e2e/images.sh load-e2e
       echo "prefetch: done in $((SECONDS - start)) s" >&2
     ' prefetch "$ROOT" >"$OUT/prefetch.log" 2>&1 </dev/null &
     echo $! >"$PID"
-    log "prefetch: building the cluster's binaries and the e2e images in the background (log: $OUT/prefetch.log)"
+    log "prefetch: building the cluster's binaries and the e2e images, and loading them into the cluster, in the background (log: $OUT/prefetch.log)"
     ;;
   stop)
     if running; then

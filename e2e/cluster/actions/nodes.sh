@@ -143,30 +143,40 @@ remove_cgroups() {
 # load_image IMAGE[,TAG...] NODE...: imports IMAGE from the Docker engine into
 # each node's containerd (namespace k8s.io), with every tag of the
 # comma-separated list (all of one image: one archive, one import), unless
-# that node has it already.
+# that node has it already. One import per node at a time (a lock per node):
+# a second caller of the same image, such as test-e2e while make test's
+# prefetch loads it, waits and then finds the node's marker.
 load_image() {
   local image tags
   IFS=, read -r -a tags <<<"$1"; shift
   image=${tags[0]}
-  local id marker archive="" node out
+  local id marker archive node
   id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) || die "image $image is not built"
   marker="/var/lib/kiln/images/$(tr '/:,' '___' <<<"${tags[*]}" | tr ' ' ,)"
+  mkdir -p "$KILN_CACHE/tmp"
+  # Saved on the first node that lacks the image, reused for the others.
+  archive=$(mktemp "$KILN_CACHE/tmp/image.XXXXXX.tar")
   for node in "$@"; do
-    if [[ "$(docker exec "$node" cat "$marker" 2>/dev/null)" == "$id" ]]; then continue; fi
-    if [[ -z "$archive" ]]; then
-      mkdir -p "$KILN_CACHE/tmp"
-      archive=$(mktemp "$KILN_CACHE/tmp/image.XXXXXX.tar")
-      docker save "${tags[@]}" -o "$archive" || { rm -f "$archive"; die "docker save ${tags[*]} failed"; }
-    fi
-    log "loading ${tags[*]} into $node"
-    # ctr warns on every call that cgroup v1 is deprecated: keep its output
-    # for when the import fails.
-    if ! out=$(docker exec -i "$node" ctr -n k8s.io images import --local --discard-unpacked-layers - <"$archive" 2>&1); then
+    if ! with_lock "$CLUSTER_DIR/locks/load-$node" _load_into "$node" "$id" "$marker" "$archive" "${tags[@]}"; then
       rm -f "$archive"
-      printf '%s\n' "$out" >&2
       die "loading $image into $node failed"
     fi
-    docker exec "$node" sh -c "mkdir -p /var/lib/kiln/images && echo '$id' >'$marker'"
   done
-  [[ -z "$archive" ]] || rm -f "$archive"
+  rm -f "$archive"
+}
+
+_load_into() {
+  local node=$1 id=$2 marker=$3 archive=$4 out; shift 4
+  if [[ "$(docker exec "$node" cat "$marker" 2>/dev/null)" == "$id" ]]; then return 0; fi
+  if [[ ! -s "$archive" ]]; then
+    docker save "$@" -o "$archive" || { echo "docker save $* failed" >&2; return 1; }
+  fi
+  log "loading $* into $node"
+  # ctr warns on every call that cgroup v1 is deprecated: keep its output
+  # for when the import fails.
+  if ! out=$(docker exec -i "$node" ctr -n k8s.io images import --local --discard-unpacked-layers - <"$archive" 2>&1); then
+    printf '%s\n' "$out" >&2
+    return 1
+  fi
+  docker exec "$node" sh -c "mkdir -p /var/lib/kiln/images && echo '$id' >'$marker'"
 }
