@@ -275,7 +275,7 @@ def check_single(check, docs, deploy, pod):
     check.equal(pdb.get("spec", {}).get("minAvailable"), "50%", "PodDisruptionBudget percentage")
 
 
-KILN_KINDS = {"TrainingJob", "TuningJob", "Endpoint", "Pipeline", "ModelPackage"}
+KILN_KINDS = {"TrainingJob", "TuningJob", "Endpoint", "Pipeline", "PipelineRun", "ModelPackage", "ModelPackageGroup"}
 
 
 JSON_TYPES = {"string": str, "boolean": bool, "object": dict, "array": list}

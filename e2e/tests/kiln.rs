@@ -106,6 +106,108 @@ spec:
     .await;
 }
 
+/// The first `# expect: ...` line of a manifest: what kubectl's refusal must say.
+fn expected_refusal(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("# expect: "))
+        .map(str::trim)
+}
+
+/// The YAML files of a folder of the repository, sorted.
+fn yaml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Manifests the way users apply them: kubectl (a YAML 1.1 reader) against
+/// the API server, with a server-side dry run so nothing is created. Every
+/// example and every manifest of e2e/manifests/accepted must pass; every
+/// manifest of e2e/manifests/refused must be refused with the message its
+/// `# expect:` line names.
+#[tokio::test]
+#[ignore = "needs the local cluster: make test-e2e"]
+async fn manifests_apply_or_are_refused_with_their_message() {
+    run("manifests", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        let repo = &ns.cluster.repo;
+        let scratch = std::env::temp_dir().join(format!("kiln-e2e-{}", ns.name));
+        std::fs::create_dir_all(&scratch)?;
+        let mut problems = Vec::new();
+        let mut accepted = 0;
+        let mut good = yaml_files(&repo.join("operator/api/examples"))?;
+        good.extend(yaml_files(&repo.join("e2e/manifests/accepted"))?);
+        for file in &good {
+            // The examples name the namespace `ml`; here each runs in the
+            // test's own namespace. Nothing else of the text changes.
+            let text = std::fs::read_to_string(file)?.replace("\n  namespace: ml\n", "\n");
+            let copy = scratch.join(file.file_name().unwrap());
+            std::fs::write(&copy, &text)?;
+            let out = ns.cluster.kubectl_output(&[
+                "create",
+                "--dry-run=server",
+                "-n",
+                &ns.name,
+                "-f",
+                copy.to_str().unwrap(),
+            ])?;
+            if out.status.success() {
+                accepted += 1;
+            } else {
+                problems.push(format!(
+                    "{} was refused: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        let refused_files = yaml_files(&repo.join("e2e/manifests/refused"))?;
+        ensure!(
+            refused_files.len() >= 60,
+            "e2e/manifests/refused holds {} manifests, fewer than 60",
+            refused_files.len()
+        );
+        for file in &refused_files {
+            let text = std::fs::read_to_string(file)?;
+            let expect = expected_refusal(&text)
+                .with_context(|| format!("{} has no `# expect:` line", file.display()))?;
+            let out = ns.cluster.kubectl_output(&[
+                "create",
+                "--dry-run=server",
+                "-n",
+                &ns.name,
+                "-f",
+                file.to_str().unwrap(),
+            ])?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                problems.push(format!("{} was accepted", file.display()));
+            } else if !stderr.contains(expect) {
+                problems.push(format!(
+                    "{} was refused without {expect:?}: {}",
+                    file.display(),
+                    stderr.trim()
+                ));
+            }
+        }
+        std::fs::remove_dir_all(&scratch).ok();
+        ensure!(
+            problems.is_empty(),
+            "{} of {} manifests went wrong:\n{}",
+            problems.len(),
+            good.len() + refused_files.len(),
+            problems.join("\n")
+        );
+        ensure!(accepted == good.len());
+        Ok(())
+    })
+    .await;
+}
+
 fn helm(repo: &Path) -> Result<String> {
     let out = Command::new(repo.join("e2e/tools/helm.sh")).output()?;
     ensure!(out.status.success(), "building helm failed");

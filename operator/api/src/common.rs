@@ -52,6 +52,26 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
+/// A child object a Kiln object created and owns.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildReference {
+    /// Its API version, e.g. `kiln.dev/v1alpha1`.
+    #[schemars(length(min = 1, max = 317))]
+    pub api_version: String,
+    /// Its kind, e.g. `TrainingJob`.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    /// Its name, in the owner's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Its UID: a child deleted and created again under the same name is a
+    /// different object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    pub uid: Option<String>,
+}
+
 /// Compression of stored data.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum Compression {
@@ -84,6 +104,31 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub service_account_name: Option<String>,
+    /// Node and pod (anti-)affinity of every pod, beside `nodeSelector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<k8s_openapi::api::core::v1::Affinity>,
+    /// Secrets for pulling the pods' images from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 16, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub image_pull_secrets: Vec<SecretReference>,
+    /// Labels added to every pod (a cost center, a mesh opt-in); Kiln's own
+    /// `kiln.dev/` labels win over these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Annotations added to every pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// The size of `/dev/shm` (a memory-backed volume): PyTorch's data loader
+    /// workers pass batches through it. Unset: the container runtime's 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<Quantity>,
+    /// Seconds a pod gets between SIGTERM and SIGKILL: enough to write a
+    /// checkpoint or drain requests. Unset: 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub termination_grace_period_seconds: Option<i64>,
 }
 
 /// CPU, memory and GPU of one replica.
@@ -117,6 +162,13 @@ pub struct MetricValue {
 
 /// Environment variables as a name-to-value map.
 pub type Environment = BTreeMap<String, String>;
+
+/// The CEL rule every environment map carries: names a shell and a process
+/// can use.
+pub const ENV_NAMES_RULE: &str = "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))";
+
+/// The message of [`ENV_NAMES_RULE`].
+pub const ENV_NAMES_MESSAGE: &str = "environment variable names must start with a letter or _ and hold only letters, digits and _ (such as MY_VAR)";
 
 /// How a list of named items merges under server-side apply and how the API
 /// server enforces unique names: `x-kubernetes-list-type: map` keyed by `name`.

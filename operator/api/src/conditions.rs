@@ -3,7 +3,7 @@
 //! Every kind carries `metav1.Condition`s. A summary condition that
 //! `kubectl wait --for=condition=...` can target is always present:
 //! `Succeeded`/`Failed` for run-to-completion kinds (TrainingJob, TuningJob,
-//! Pipeline executions) and `Ready` for long-lived ones (Endpoint,
+//! PipelineRun) and `Ready` for long-lived ones (Endpoint,
 //! ModelPackage). Reasons are CamelCase words a user can act on.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};

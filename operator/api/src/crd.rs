@@ -3,7 +3,9 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{Endpoint, ModelPackage, Pipeline, TrainingJob, TuningJob};
+use crate::{
+    Endpoint, ModelPackage, ModelPackageGroup, Pipeline, PipelineRun, TrainingJob, TuningJob,
+};
 
 /// Every Kiln CRD, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -12,8 +14,50 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         TuningJob::crd(),
         Endpoint::crd(),
         Pipeline::crd(),
+        PipelineRun::crd(),
         ModelPackage::crd(),
+        ModelPackageGroup::crd(),
     ]
+}
+
+/// Words a YAML 1.1 reader (kubectl, Helm, Argo CD) takes for booleans: a
+/// field or enum value spelled so would not survive `kubectl apply`.
+pub const YAML11_BOOLEANS: &[&str] = &[
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
+    "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF",
+];
+
+/// The most a CRD may weigh: client-side `kubectl apply` and Argo CD keep
+/// the whole object in an annotation, and all annotations together must
+/// stay under 256 KiB.
+pub const MAX_CRD_BYTES: usize = 262_144;
+
+/// The field names and enum values of a schema that a YAML 1.1 reader
+/// would read as booleans, with their paths.
+pub fn yaml11_boolean_words(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, prop) in props {
+            let here = format!("{path}.{name}");
+            if YAML11_BOOLEANS.contains(&name.as_str()) {
+                out.push(format!("field {here}"));
+            }
+            yaml11_boolean_words(prop, &here, out);
+        }
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        for v in values.iter().filter_map(Value::as_str) {
+            if YAML11_BOOLEANS.contains(&v) {
+                out.push(format!("enum value {v:?} of {path}"));
+            }
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        yaml11_boolean_words(items, &format!("{path}[]"), out);
+    }
+    if let Some(extra) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        yaml11_boolean_words(extra, &format!("{path}{{}}"), out);
+    }
 }
 
 /// The file name a CRD is written to: `<plural>.<group>.yaml`.
@@ -118,5 +162,55 @@ mod tests {
         let yaml = to_yaml(&TrainingJob::crd()).unwrap();
         assert!(yaml.starts_with("# Generated"));
         assert!(yaml.contains("x-kubernetes-validations"));
+    }
+
+    #[test]
+    fn no_field_or_enum_value_is_a_yaml11_boolean() {
+        for crd in all() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            let mut found = vec![];
+            yaml11_boolean_words(&schema["openAPIV3Schema"], "", &mut found);
+            assert!(
+                found.is_empty(),
+                "{}: YAML 1.1 readers take these for booleans: {found:?}",
+                crd.spec.names.kind
+            );
+        }
+    }
+
+    #[test]
+    fn the_checker_finds_yaml11_booleans() {
+        let schema = serde_json::json!({
+            "properties": {
+                "retry": {"properties": {"on": {"type": "array"}}},
+                "mode": {"enum": ["Fast", "off"]},
+            }
+        });
+        let mut found = vec![];
+        yaml11_boolean_words(&schema, "", &mut found);
+        assert_eq!(
+            found,
+            vec!["enum value \"off\" of .mode", "field .retry.on"]
+        );
+    }
+
+    #[test]
+    fn every_crd_fits_an_annotation() {
+        for crd in all() {
+            let yaml = to_yaml(&crd).unwrap();
+            let json = serde_json::to_string(&crd).unwrap();
+            println!(
+                "{}: {} bytes of YAML, {} of JSON",
+                crd.metadata.name.as_deref().unwrap_or_default(),
+                yaml.len(),
+                json.len()
+            );
+            assert!(
+                yaml.len() < MAX_CRD_BYTES && json.len() < MAX_CRD_BYTES,
+                "{}: {} bytes of YAML, over the {MAX_CRD_BYTES} bytes kubectl apply and Argo CD can keep",
+                crd.spec.names.kind,
+                yaml.len()
+            );
+        }
     }
 }

@@ -28,7 +28,8 @@ use crate::training_job::BuiltinAlgorithm;
     status = "EndpointStatus",
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "ready serving replicas over all variants"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas", description = "ready serving replicas over all variants"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.spec.mode == oldSelf.spec.mode").message("an Endpoint's mode cannot change: create a new Endpoint").field_path(".spec.mode"),
@@ -36,7 +37,7 @@ use crate::training_job::BuiltinAlgorithm;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.variants.exists(v, v.initialWeight > 0.0)").message("at least one variant needs initialWeight above 0"),
+    validation = Rule::new("self.variants.exists(v, v.initialWeight > 0)").message("at least one variant needs initialWeight above 0"),
     validation = Rule::new("(self.mode == 'Async') == has(self.async)").message("set async exactly when mode is Async"),
     validation = Rule::new("self.mode != 'Serverless' || self.variants.all(v, has(v.serverless))").message("every variant of a Serverless endpoint needs serverless settings"),
     validation = Rule::new("self.mode == 'Serverless' || self.variants.all(v, !has(v.serverless))").message("variant.serverless applies to mode Serverless only"),
@@ -110,10 +111,11 @@ pub struct Variant {
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
-    /// The share of traffic, relative to the other variants' weights (SageMaker `InitialVariantWeight`).
+    /// The share of traffic, relative to the other variants' weights (SageMaker
+    /// `InitialVariantWeight`), as an integer: weights 9 and 1 send 90% and 10%.
     #[serde(default = "weight_one")]
-    #[schemars(range(min = 0.0, max = 1000.0))]
-    pub initial_weight: f64,
+    #[schemars(range(min = 0, max = 1000))]
+    pub initial_weight: i32,
     /// CPU, memory and GPUs per replica (SageMaker `InstanceType`).
     #[serde(default)]
     pub resources: ComputeResources,
@@ -144,8 +146,8 @@ fn one() -> i32 {
     1
 }
 
-fn weight_one() -> f64 {
-    1.0
+fn weight_one() -> i32 {
+    1
 }
 
 fn default_download_timeout() -> i32 {
@@ -182,6 +184,7 @@ pub struct ModelSource {
     /// Environment variables of the serving container.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 48))]
+    #[x_kube(validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE))]
     pub env: Environment,
     /// One model per replica, or many models loaded on demand (SageMaker `Mode`).
     #[serde(default)]
@@ -192,15 +195,21 @@ pub struct ModelSource {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.name) != has(self.group)").message("set exactly one of modelPackage.name and modelPackage.group"))]
+#[x_kube(validation = Rule::new("!has(self.version) || has(self.group)").message("modelPackage.version needs modelPackage.group"))]
 pub struct ModelPackageRef {
     /// A ModelPackage by name; it must be Approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
-    /// A model group: the variant follows the group's newest Approved version.
+    /// A ModelPackageGroup: the variant serves `version`, or, without it,
+    /// follows the group's newest Approved version (a new approval rolls out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub group: Option<String>,
+    /// A version of `group`; it must be Approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub version: Option<i64>,
 }
 
 /// Single- or multi-model hosting.
@@ -256,8 +265,8 @@ pub struct Autoscaling {
     #[serde(default)]
     pub metric: ScaleMetric,
     /// The target value per replica: invocations per minute, or in-flight requests (KServe `scaleTarget`).
-    #[schemars(range(min = 1.0))]
-    pub target: f64,
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub target: i32,
     /// Wait after a scale-out before scaling in (SageMaker `ScaleInCooldown`).
     #[serde(default = "default_scale_in")]
     #[schemars(range(min = 0, max = 3600))]
@@ -433,12 +442,12 @@ pub struct TrafficStep {
 pub struct AutoRollback {
     /// Roll back when the new fleet's 5xx rate exceeds this percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0, max = 100.0))]
-    pub max_error_percent: Option<f64>,
+    #[schemars(range(min = 0, max = 100))]
+    pub max_error_percent: Option<i32>,
     /// Roll back when the new fleet's p99 latency exceeds this many milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub max_p99_latency_ms: Option<i64>,
+    pub max_p99_latency_milliseconds: Option<i64>,
 }
 
 /// Dynamic batching.
@@ -450,7 +459,7 @@ pub struct Batching {
     pub max_batch_size: i32,
     /// The longest a request waits for others to join its batch.
     #[schemars(range(min = 0, max = 10_000))]
-    pub max_latency_ms: i32,
+    pub max_latency_milliseconds: i32,
 }
 
 /// The observed state of an Endpoint.
@@ -468,11 +477,27 @@ pub struct EndpointStatus {
     pub ready_replicas: Option<i32>,
     /// Each variant's state (SageMaker `ProductionVariantSummary`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 20), transform = crate::common::list_map_by_name)]
     pub variants: Vec<VariantStatus>,
-    /// Conditions: `Ready`, `ReferencesResolved`.
+    /// Conditions: `Ready` (the summary `kubectl wait --for=condition=Ready`
+    /// targets), `ReferencesResolved`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(extend("maxItems" = 16, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The revision being served or rolled out: raised by one for each spec
+    /// change that needs new serving pods, and named in their labels.
+    #[serde(default)]
+    pub revision: i64,
+    /// The revision the rollout started from, which a rollback returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_revision: Option<i64>,
+    /// The rollout's step (canary: 1 is the canary share, 2 all traffic;
+    /// linear: one per increment); unset when no rollout is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_step: Option<i32>,
+    /// When the current rollout step started: its wait and its guards count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_step_start_time: Option<Time>,
     /// Why the endpoint failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
@@ -526,4 +551,27 @@ pub struct VariantStatus {
     /// The model artifact in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_uri: Option<String>,
+    /// The registered version the variant's `model.modelPackage` resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_package: Option<ResolvedModelPackage>,
+}
+
+/// The ModelPackage a variant serves.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedModelPackage {
+    /// The ModelPackage's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Its group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub group: Option<String>,
+    /// Its version in the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// Its artifact digest at registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71))]
+    pub artifact_digest: Option<String>,
 }

@@ -19,14 +19,18 @@ pub mod conditions;
 pub mod crd;
 pub mod endpoint;
 pub mod model_package;
+pub mod model_package_group;
 pub mod pipeline;
+pub mod pipeline_run;
 pub mod training_job;
 pub mod tuning_job;
 pub mod validate;
 
 pub use endpoint::{Endpoint, EndpointSpec, EndpointStatus};
 pub use model_package::{ModelPackage, ModelPackageSpec, ModelPackageStatus};
+pub use model_package_group::{ModelPackageGroup, ModelPackageGroupSpec, ModelPackageGroupStatus};
 pub use pipeline::{Pipeline, PipelineSpec, PipelineStatus};
+pub use pipeline_run::{PipelineRun, PipelineRunSpec, PipelineRunStatus};
 pub use training_job::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
 pub use tuning_job::{TuningJob, TuningJobSpec, TuningJobStatus};
 

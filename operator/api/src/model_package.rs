@@ -36,7 +36,8 @@ use crate::training_job::BuiltinAlgorithm;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.approval.status != 'Rejected' || has(self.approval.description)").message("say why in approval.description when rejecting a model"))]
 pub struct ModelPackageSpec {
-    /// The model group (SageMaker `ModelPackageGroupName`); versions are numbered within it.
+    /// The ModelPackageGroup (SageMaker `ModelPackageGroupName`) in this
+    /// namespace; versions are numbered within it.
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -383,9 +384,16 @@ pub struct Evaluation {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelPackageStatus {
-    /// The version within the group, from 1 (SageMaker `ModelPackageVersion`).
+    /// The version within the group, from 1 (SageMaker `ModelPackageVersion`),
+    /// allocated from the ModelPackageGroup's counter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
+    /// The SHA-256 of the artifact at `inference.modelData.uri` when the
+    /// version was registered (`sha256:<hex>`); a changed artifact fails
+    /// `Ready` instead of silently serving other weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71))]
+    pub artifact_digest: Option<String>,
     /// The summary state (SageMaker `ModelPackageStatus`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ModelPackageState>,
@@ -397,7 +405,7 @@ pub struct ModelPackageStatus {
     pub last_approval_change_time: Option<Time>,
     /// Conditions: `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(extend("maxItems" = 16, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

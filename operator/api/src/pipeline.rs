@@ -1,28 +1,44 @@
-//! `Pipeline`: a DAG of steps (SageMaker Pipelines, Argo Workflows, KFP).
+//! `Pipeline`: a template of ML workflow steps (SageMaker Pipelines, Argo
+//! Workflows, KFP, Tekton's Pipeline); each execution of it is a
+//! [`PipelineRun`](crate::PipelineRun).
 //!
-//! Steps create the other kinds (TrainingJob, TuningJob, ModelPackage,
-//! Endpoint) or pods (processing), pass data through `{{ ... }}` references,
-//! branch on conditions, are cached and retried. Each run of the DAG is an
-//! execution, recorded in `status.executions` (newest first, `historyLimit`
-//! kept). An execution starts when the Pipeline is created, at each `schedule`
-//! tick, and whenever the annotation `kiln.dev/run` changes value.
-
-use std::collections::BTreeMap;
+//! A step creates another kind (TrainingJob, TuningJob, ModelPackage,
+//! Endpoint) or pods (processing), passes data on through `{{ ... }}`
+//! references, branches on conditions, is cached and retried. A PipelineRun
+//! starts when a user creates one and at each `schedule` tick (CronJob's
+//! model: `lastScheduleTime`, `concurrencyPolicy`, `startingDeadlineSeconds`);
+//! finished runs beyond the history limits are deleted with their children.
+//!
+//! Step bodies are templates, not typed specs: `training.spec` is a
+//! TrainingJob spec, `deploy.spec` an Endpoint spec, and so on, but any string
+//! or number in them may be a reference (`replicas: "{{ parameters.replicas }}"`).
+//! The API server checks only their shape here; when the step starts, the
+//! operator resolves the references and validates the child with a
+//! server-side dry run, and a child the API server refuses fails the run with
+//! the API server's own message. This keeps the Pipeline CRD small and lets a
+//! pipeline use every field of the kinds it creates.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ComputeResources, Environment, Placement, StorageLocation, list_map_by_name};
-use crate::endpoint::EndpointSpec;
+use crate::common::list_map_by_name;
 use crate::model_package::ApprovalStatus;
-use crate::training_job::TrainingJobSpec;
-use crate::tuning_job::TuningJobSpec;
 
-/// The annotation whose change of value starts a new execution.
-pub const RUN_ANNOTATION: &str = "kiln.dev/run";
+/// A step body: an object the operator templates and validates when the step
+/// starts (see the module docs). The schema keeps its fields as written.
+pub type StepBody = serde_json::Map<String, serde_json::Value>;
 
-/// The spec of a Pipeline. Changes apply to executions started afterwards.
+/// The OpenAPI schema of a [`StepBody`]: any object.
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// The spec of a Pipeline. Changes apply to runs started afterwards: a
+/// PipelineRun copies the spec when it starts.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kiln.dev",
@@ -34,20 +50,15 @@ pub const RUN_ANNOTATION: &str = "kiln.dev/run";
     namespaced,
     status = "PipelineStatus",
     printcolumn(
-        name = "State",
+        name = "Ready",
         type_ = "string",
-        json_path = ".status.lastExecution.state"
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule.cron"),
     printcolumn(
-        name = "Steps",
-        type_ = "integer",
-        json_path = ".status.lastExecution.stepsSucceeded",
-        description = "steps succeeded in the newest execution"
-    ),
-    printcolumn(
-        name = "Executions",
-        type_ = "integer",
-        json_path = ".status.executionCount"
+        name = "Last Schedule",
+        type_ = "date",
+        json_path = ".status.lastScheduleTime"
     ),
     printcolumn(
         name = "Age",
@@ -60,39 +71,53 @@ pub const RUN_ANNOTATION: &str = "kiln.dev/run";
 #[x_kube(
     validation = Rule::new("self.steps.all(s, !has(s.dependsOn) || s.dependsOn.all(d, self.steps.exists(t, t.name == d)))").message("every steps[].dependsOn entry must name a step of this pipeline"),
     validation = Rule::new("self.steps.all(s, !has(s.condition) || (s.condition.ifSteps + s.condition.elseSteps).all(d, self.steps.exists(t, t.name == d)))").message("condition.ifSteps and condition.elseSteps must name steps of this pipeline"),
+    validation = Rule::new("self.steps.all(s, !has(s.registerModel) || self.steps.exists(t, t.name == s.registerModel.modelFromStep && (has(t.training) || has(t.tuning))))").message("registerModel.modelFromStep must name a training or tuning step of this pipeline"),
 )]
 pub struct PipelineSpec {
-    /// Parameters of an execution, referenced as `{{ parameters.<name> }}`.
+    /// Parameters of a run, referenced as `{{ parameters.<name> }}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("maxItems" = 50), transform = list_map_by_name)]
     pub parameters: Vec<Parameter>,
     /// The steps. Order does not matter: `dependsOn` and references make the graph.
     #[schemars(extend("minItems" = 1, "maxItems" = 50), transform = list_map_by_name)]
     pub steps: Vec<Step>,
-    /// Steps running at once in an execution (SageMaker `MaxParallelExecutionSteps`).
+    /// Steps running at once in a run (SageMaker `MaxParallelExecutionSteps`).
     #[serde(default = "default_parallel")]
     #[schemars(range(min = 1, max = 50))]
     pub max_parallel_steps: i32,
-    /// Start executions on a schedule.
+    /// Start runs on a schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
-    /// Executions kept in status; older ones and their children are deleted.
-    #[serde(default = "default_history")]
-    #[schemars(range(min = 1, max = 100))]
-    pub history_limit: i32,
+    /// Succeeded runs kept; older ones are deleted with their children.
+    #[serde(default = "default_successful_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub successful_runs_history_limit: i32,
+    /// Failed or stopped runs kept; older ones are deleted with their children.
+    #[serde(default = "default_failed_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub failed_runs_history_limit: i32,
 }
 
 fn default_parallel() -> i32 {
     10
 }
 
-fn default_history() -> i32 {
+fn default_successful_history() -> i32 {
     10
 }
 
+fn default_failed_history() -> i32 {
+    5
+}
+
 /// A pipeline parameter.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.default) || self.type != 'Integer' || self.default.matches('^[-+]?[0-9]+$')").message("parameters[].default must be an integer, such as \"3\", for a parameter of type Integer").field_path(".default"),
+    validation = Rule::new("!has(self.default) || self.type != 'Float' || self.default.matches('^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$')").message("parameters[].default must be a number, such as \"0.05\", for a parameter of type Float").field_path(".default"),
+    validation = Rule::new("!has(self.default) || self.type != 'Boolean' || self.default in ['true', 'false']").message("parameters[].default must be \"true\" or \"false\" for a parameter of type Boolean").field_path(".default"),
+)]
 pub struct Parameter {
     /// The parameter's name.
     #[schemars(
@@ -100,13 +125,18 @@ pub struct Parameter {
         regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
     )]
     pub name: String,
-    /// The parameter's type; values are checked against it when an execution starts.
+    /// The parameter's type; a run's values are checked against it.
     #[serde(rename = "type", default)]
     pub type_: ParameterType,
-    /// The default value, written as a string (`"0.1"`, `"true"`).
+    /// The default value, written as a string (`"0.1"`, `"true"`). Unset: a
+    /// run must give a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub default: Option<String>,
+    /// What the parameter means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
 }
 
 /// Parameter types.
@@ -128,16 +158,22 @@ pub enum ParameterType {
 /// One step. Set exactly one of `processing`, `training`, `tuning`,
 /// `registerModel`, `deploy`, `condition` and `fail`.
 ///
-/// String fields of a step may hold references, replaced when the step starts:
+/// Strings in a step may hold references, replaced when the step starts:
 /// `{{ parameters.<name> }}`, `{{ steps.<step>.modelArtifactUri }}`,
-/// `{{ steps.<step>.metrics['<metric>'] }}`, `{{ steps.<step>.outputs.<name> }}`,
-/// `{{ execution.id }}` and `{{ execution.startTime }}`. A reference to a step
-/// adds an implicit dependency on it. Inside storage URIs, which admit no
-/// whitespace, write references without spaces: `{{execution.id}}`.
+/// `{{ steps.<step>.trainingJobName }}`, `{{ steps.<step>.metrics['<metric>'] }}`,
+/// `{{ steps.<step>.outputs.<name> }}`, `{{ run.name }}` and
+/// `{{ run.startTime }}`. A string that is one reference and nothing else
+/// takes the referenced value's type (so `replicas: "{{ parameters.replicas }}"`
+/// becomes a number). A reference to a step adds an implicit dependency on it.
+/// Inside storage URIs, which admit no whitespace, write references without
+/// spaces: `{{run.name}}`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.dependsOn) || !(self.name in self.dependsOn)").message("a step cannot depend on itself"))]
 #[x_kube(validation = Rule::new("[has(self.processing), has(self.training), has(self.tuning), has(self.registerModel), has(self.deploy), has(self.condition), has(self.fail)].filter(x, x).size() == 1").message("a step sets exactly one of processing, training, tuning, registerModel, deploy, condition and fail"))]
+#[x_kube(validation = Rule::new("!(has(self.fail) || has(self.condition)) || (!has(self.cache) && !has(self.retry))").message("condition and fail steps take neither cache nor retry: remove them"))]
+#[x_kube(validation = Rule::new("!has(self.condition) || !(self.name in self.condition.ifSteps + self.condition.elseSteps)").message("a condition step cannot gate itself"))]
+#[x_kube(validation = Rule::new("!has(self.condition) || self.condition.ifSteps.all(x, !(x in self.condition.elseSteps))").message("a step cannot be in both condition.ifSteps and condition.elseSteps"))]
 pub struct Step {
     /// The step's name, unique in the pipeline.
     #[schemars(
@@ -147,24 +183,31 @@ pub struct Step {
     pub name: String,
     /// Steps that must succeed before this one starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxItems" = 20), inner(length(min = 1, max = 63)))]
+    #[schemars(extend("maxItems" = 20, "x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 63)))]
     pub depends_on: Option<Vec<String>>,
-    /// Reuse the result of an earlier execution's identical step.
+    /// Reuse the result of an earlier run's identical step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheConfig>,
     /// Retry a failed step (SageMaker `RetryPolicies`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
-    /// Run a container over data (SageMaker `ProcessingStep`).
+    /// Run a container over data (SageMaker `ProcessingStep`): `image`,
+    /// `command`, `args`, `env`, `inputs` and `outputs` (each `{name,
+    /// location: {uri, secretRef}}`; inputs are fetched to
+    /// `/opt/ml/processing/input/<name>/`, outputs uploaded from
+    /// `/opt/ml/processing/output/<name>/` and read by later steps as
+    /// `{{ steps.<step>.outputs.<name> }}`), `replicas`, `resources`,
+    /// `placement` and `maxRuntimeSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub processing: Option<ProcessingStep>,
+    #[schemars(schema_with = "any_object")]
+    pub processing: Option<StepBody>,
     /// Create a TrainingJob (SageMaker `TrainingStep`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainingStep>,
     /// Create a TuningJob (SageMaker `TuningStep`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuning: Option<TuningStep>,
-    /// Register a ModelPackage (SageMaker `RegisterModel`).
+    /// Register a ModelPackage version (SageMaker `RegisterModel`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register_model: Option<RegisterModelStep>,
     /// Create or update an Endpoint.
@@ -173,7 +216,7 @@ pub struct Step {
     /// Branch (SageMaker `ConditionStep`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<ConditionStep>,
-    /// Stop the execution as Failed with a message (SageMaker `FailStep`).
+    /// Stop the run as Failed with a message (SageMaker `FailStep`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail: Option<FailStep>,
 }
@@ -206,21 +249,22 @@ pub struct RetryPolicy {
     #[serde(default = "default_interval")]
     #[schemars(range(min = 0, max = 86_400))]
     pub interval_seconds: i32,
-    /// Each further wait is the previous one times this.
+    /// Each further wait is the previous one times this (SageMaker `BackoffRate`).
     #[serde(default = "default_backoff")]
-    #[schemars(range(min = 1.0, max = 10.0))]
-    pub backoff_rate: f64,
-    /// Which failures are retried. Empty: all.
+    #[schemars(range(min = 1, max = 10))]
+    pub backoff_factor: i32,
+    /// Which failures are retried (SageMaker `ExceptionType`). Empty: all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub on: Vec<FailureKind>,
+    #[schemars(extend("maxItems" = 3, "x-kubernetes-list-type" = "set"))]
+    pub failure_kinds: Vec<FailureKind>,
 }
 
 fn default_interval() -> i32 {
     10
 }
 
-fn default_backoff() -> f64 {
-    2.0
+fn default_backoff() -> i32 {
+    2
 }
 
 /// Failure kinds a retry policy can select.
@@ -234,86 +278,25 @@ pub enum FailureKind {
     Timeout,
 }
 
-/// A processing step: a container with inputs and outputs.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessingStep {
-    /// The image.
-    #[schemars(length(min = 1, max = 255))]
-    pub image: String,
-    /// The entrypoint.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub command: Vec<String>,
-    /// Its arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<String>,
-    /// Environment variables.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: Environment,
-    /// Data fetched to `/opt/ml/processing/input/<name>/` before the container starts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("maxItems" = 10), transform = list_map_by_name)]
-    pub inputs: Vec<ProcessingIo>,
-    /// Folders under `/opt/ml/processing/output/<name>/` uploaded after it exits 0;
-    /// later steps read them as `{{ steps.<step>.outputs.<name> }}`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("maxItems" = 10), transform = list_map_by_name)]
-    pub outputs: Vec<ProcessingIo>,
-    /// Replicas of the container.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 100))]
-    pub replicas: i32,
-    /// CPU, memory and GPUs per replica.
-    #[serde(default)]
-    pub resources: ComputeResources,
-    /// Node selection.
-    #[serde(default)]
-    pub placement: Placement,
-    /// Runtime limit.
-    #[serde(default = "default_runtime")]
-    #[schemars(range(min = 1, max = 604_800))]
-    pub max_runtime_seconds: i64,
-}
-
-fn one() -> i32 {
-    1
-}
-
-fn default_runtime() -> i64 {
-    86_400
-}
-
-/// A processing input or output.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessingIo {
-    /// The folder's name.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    )]
-    pub name: String,
-    /// Where the data comes from or goes to.
-    pub location: StorageLocation,
-}
-
 /// A training step.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingStep {
-    /// The TrainingJob to create.
-    pub spec: TrainingJobSpec,
+    /// The spec of the TrainingJob to create, with references.
+    #[schemars(schema_with = "any_object")]
+    pub spec: StepBody,
 }
 
 /// A tuning step.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TuningStep {
-    /// The TuningJob to create.
-    pub spec: TuningJobSpec,
+    /// The spec of the TuningJob to create, with references.
+    #[schemars(schema_with = "any_object")]
+    pub spec: StepBody,
 }
 
-/// A register-model step.
+/// A register-model step: a new version of a ModelPackageGroup.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterModelStep {
@@ -341,10 +324,15 @@ pub struct RegisterModelStep {
 #[serde(rename_all = "camelCase")]
 pub struct DeployStep {
     /// The Endpoint to create or update.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub endpoint_name: String,
-    /// Its spec. `model.trainingJob` may name a step: `{{ steps.<step>.trainingJobName }}`.
-    pub spec: EndpointSpec,
+    /// Its spec, with references: `{{ steps.<step>.modelArtifactUri }}` or a
+    /// registered version's `{{ steps.<step>.modelPackageName }}`.
+    #[schemars(schema_with = "any_object")]
+    pub spec: StepBody,
     /// Wait until the Endpoint is Ready before the step succeeds.
     #[serde(default = "yes")]
     pub wait_for_ready: bool,
@@ -355,17 +343,17 @@ pub struct DeployStep {
 #[serde(rename_all = "camelCase")]
 pub struct ConditionStep {
     /// A CEL expression over `parameters`, `steps` (each with `state`, `metrics`,
-    /// `outputs`, `modelArtifactUri`) and `execution`, e.g.
+    /// `outputs`, `modelArtifactUri`) and `run`, e.g.
     /// `steps.train.metrics['validation:accuracy'] >= 0.9 && parameters.deploy`.
     #[schemars(length(min = 1, max = 4096))]
     pub expression: String,
     /// Steps run when the expression is true; they wait for this step.
     #[serde(default)]
-    #[schemars(extend("maxItems" = 20), inner(length(min = 1, max = 63)))]
+    #[schemars(extend("maxItems" = 20, "x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 63)))]
     pub if_steps: Vec<String>,
     /// Steps run when it is false; the other branch is skipped.
     #[serde(default)]
-    #[schemars(extend("maxItems" = 20), inner(length(min = 1, max = 63)))]
+    #[schemars(extend("maxItems" = 20, "x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 63)))]
     pub else_steps: Vec<String>,
 }
 
@@ -373,35 +361,50 @@ pub struct ConditionStep {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailStep {
-    /// The execution's failure message; references are resolved.
+    /// The run's failure message; references are resolved.
     #[schemars(length(min = 1, max = 4096))]
     pub message: String,
 }
 
-/// A schedule.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+/// A cron field: numbers, names (`MON`, `JAN`), `*`, ranges, steps and lists.
+const CRON_FIELD: &str =
+    "([*]|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,([*]|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*";
+
+/// A schedule: runs are created CronJob-style.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(format!("self.cron.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{f} +{f} +{f} +{f} +{f})$')", f = CRON_FIELD)).message("schedule.cron must be five cron fields (minute hour day-of-month month day-of-week), such as \"0 3 * * *\", or @daily, @hourly, @weekly, @monthly, @yearly").field_path(".cron"),
+)]
 pub struct Schedule {
-    /// A cron expression with five fields, e.g. `0 3 * * *`.
-    #[schemars(length(min = 9, max = 255))]
+    /// A cron expression with five fields, e.g. `0 3 * * *`, or `@daily`.
+    #[schemars(length(min = 1, max = 255))]
     pub cron: String,
-    /// The IANA time zone the cron expression is read in.
+    /// The IANA time zone the cron expression is read in, e.g. `Europe/Berlin`.
     #[serde(default = "utc")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^(UTC|Local|[A-Za-z]+(/[A-Za-z0-9_+-]+){0,2}|Etc/GMT[+-][0-9]{1,2})$")
+    )]
     pub time_zone: String,
-    /// Pause the schedule.
+    /// Pause the schedule; runs in progress go on.
     #[serde(default)]
     pub suspend: bool,
-    /// What happens when a tick comes while an execution runs.
+    /// What happens when a tick comes while a run of this pipeline runs.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
+    /// A tick missed by more than this (the operator was down) is skipped.
+    /// Unset: a missed tick starts a run late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86_400))]
+    pub starting_deadline_seconds: Option<i64>,
 }
 
 fn utc() -> String {
     "UTC".into()
 }
 
-/// Overlapping executions.
+/// Overlapping runs.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
@@ -409,9 +412,9 @@ pub enum ConcurrencyPolicy {
     /// Skip the tick.
     #[default]
     Forbid,
-    /// Start another execution.
+    /// Start another run.
     Allow,
-    /// Stop the running execution and start a new one.
+    /// Stop the running run and start a new one.
     Replace,
 }
 
@@ -419,122 +422,22 @@ pub enum ConcurrencyPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineStatus {
-    /// Executions started so far.
-    #[serde(default)]
-    pub execution_count: i64,
-    /// The newest execution, in summary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_execution: Option<ExecutionSummary>,
-    /// Executions, newest first, at most `historyLimit`.
+    /// Conditions: `Ready` (the graph has no cycle and every reference
+    /// resolves; False with reason `InvalidSpec` and what to fix).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub executions: Vec<Execution>,
-    /// The value of the `kiln.dev/run` annotation that started the newest execution.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_run_request: Option<String>,
-    /// Conditions: `SpecValid` (the graph has no cycle and references resolve), `Running`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(extend("maxItems" = 16, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-}
-
-/// An execution in summary.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExecutionSummary {
-    /// The execution's id.
-    pub id: String,
-    /// Its state.
+    /// The last tick at which the schedule created a run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<ExecutionState>,
-    /// Steps that succeeded.
-    #[serde(default)]
-    pub steps_succeeded: i32,
-}
-
-/// One execution.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Execution {
-    /// The execution's id, unique within the pipeline.
-    pub id: String,
-    /// Its state (SageMaker `PipelineExecutionStatus`).
+    pub last_schedule_time: Option<Time>,
+    /// When the newest run that succeeded ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<ExecutionState>,
-    /// The parameter values it ran with.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub parameters: BTreeMap<String, String>,
-    /// When it started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<Time>,
-    /// When it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<Time>,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
-    /// Each step's state.
+    pub last_successful_time: Option<Time>,
+    /// The runs of this pipeline still in progress.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<StepStatus>,
-}
-
-/// Execution states.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub enum ExecutionState {
-    /// Steps are running.
-    Executing,
-    /// Being stopped.
-    Stopping,
-    /// Stopped.
-    Stopped,
-    /// A step failed.
-    Failed,
-    /// Every step that ran succeeded.
-    Succeeded,
-}
-
-/// One step of an execution.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StepStatus {
-    /// The step's name.
-    pub name: String,
-    /// Its state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<StepState>,
-    /// Whether the result came from the cache, and from which execution.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_hit_execution: Option<String>,
-    /// Attempts made.
-    #[serde(default)]
-    pub attempts: i32,
-    /// The child object the step created, as `Kind/name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub child: Option<String>,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
-    /// When it started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<Time>,
-    /// When it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<Time>,
-}
-
-/// Step states.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub enum StepState {
-    /// Waiting for dependencies.
-    Pending,
-    /// Running.
-    Executing,
-    /// Done.
-    Succeeded,
-    /// Failed after its retries.
-    Failed,
-    /// Not run: the other branch of a condition, or the execution stopped.
-    Skipped,
+    #[schemars(extend("maxItems" = 100, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub active: Vec<crate::common::ChildReference>,
 }

@@ -37,6 +37,7 @@ use crate::common::{
     printcolumn(name = "Billable", type_ = "integer", json_path = ".status.billableSeconds", description = "billable seconds"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new(crate::common::unchanged_rule("spec", IMMUTABLE_FIELDS)).message("a TrainingJob's spec cannot change after creation, except suspend and ttlSecondsAfterFinished: create a new TrainingJob instead").field_path(".spec"),
+    validation = Rule::new("self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a TrainingJob's name must be a DNS label of at most 52 characters that starts with a letter: it names the job's Service, pods and labels"),
     cel
 )]
 #[serde(rename_all = "camelCase")]
@@ -45,6 +46,7 @@ use crate::common::{
     validation = Rule::new("!self.spot.enabled || !has(self.stoppingCondition.maxWaitSeconds) || self.stoppingCondition.maxWaitSeconds >= self.stoppingCondition.maxRuntimeSeconds").message("stoppingCondition.maxWaitSeconds must be at least stoppingCondition.maxRuntimeSeconds"),
     validation = Rule::new("!has(self.distribution.modelParallel) || (self.resources.replicas * (has(self.resources.processesPerReplica) ? self.resources.processesPerReplica : (self.resources.compute.gpus > 0 ? self.resources.compute.gpus : 1))) % self.distribution.modelParallel.partitions == 0").message("distribution.modelParallel.partitions must divide the number of ranks (replicas x processes per replica)"),
     validation = Rule::new("self.distribution.strategy != 'None' || self.resources.replicas == 1 || has(self.algorithm.image)").message("a built-in algorithm on more than one replica needs distribution.strategy DataParallel or ModelParallel"),
+    validation = Rule::new("self.distribution.backend != 'Nccl' || self.resources.compute.gpus > 0").message("distribution.backend Nccl needs GPUs: set resources.compute.gpus, or use Gloo or Auto"),
 )]
 pub struct TrainingJobSpec {
     /// What runs: a built-in algorithm or your own image (SageMaker `AlgorithmSpecification`).
@@ -85,6 +87,7 @@ pub struct TrainingJobSpec {
     /// Environment variables of every container (SageMaker `Environment`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 48))]
+    #[x_kube(validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE))]
     pub env: Environment,
     /// Deny the training pods any network traffic except rendezvous between
     /// ranks and the storage endpoints Kiln reaches for them (SageMaker
@@ -534,13 +537,27 @@ pub struct TrainingJobStatus {
     /// The current step (SageMaker `SecondaryStatus`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary_status: Option<SecondaryStatus>,
-    /// The steps so far with their times, newest last (SageMaker `SecondaryStatusTransitions`).
+    /// The steps so far with their times, newest last, at most 50 (SageMaker
+    /// `SecondaryStatusTransitions`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 50, "x-kubernetes-list-type" = "atomic"))]
     pub secondary_status_transitions: Vec<StatusTransition>,
-    /// Conditions: `Running`, `Succeeded`, `Failed`, `Suspended`, `Interrupted`.
+    /// Conditions. `Succeeded` is the summary `kubectl wait
+    /// --for=condition=Succeeded` targets: Unknown while the job runs, then
+    /// True, or False with the reason. Beside it: `Running`, `Suspended`,
+    /// `Interrupted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(extend("maxItems" = 16, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Every attempt, oldest first, at most the newest 20: what a restarted
+    /// operator needs to go on (which pods belong to the running attempt) and
+    /// what a user needs to see why earlier ones ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 20, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["index"]))]
+    pub attempts: Vec<Attempt>,
+    /// When the newest checkpoint was uploaded; an interrupted job resumes from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_time: Option<Time>,
     /// Why the job failed, from the failing rank's `/opt/ml/output/failure`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
@@ -549,6 +566,7 @@ pub struct TrainingJobStatus {
     pub model_artifact_uri: Option<String>,
     /// The last value of each metric the job reported (SageMaker `FinalMetricDataList`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 40), transform = list_map_by_name)]
     pub final_metrics: Vec<MetricValue>,
     /// Replicas by pod phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -574,6 +592,46 @@ pub struct TrainingJobStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// One attempt of a TrainingJob: its pods are `<job>-a<index>-<rank>`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// The attempt's number, from 1.
+    #[schemars(range(min = 1))]
+    pub index: i32,
+    /// The prefix of its pods' names; the rank follows it.
+    #[schemars(length(min = 1, max = 63))]
+    pub pod_name_prefix: String,
+    /// When its pods were created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When it ended; unset while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// Why it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<AttemptEnd>,
+    /// What happened, such as the failing rank's failure file or the node reclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub message: Option<String>,
+}
+
+/// Why an attempt ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum AttemptEnd {
+    /// Every rank exited 0.
+    Succeeded,
+    /// A rank failed; counts against `retryStrategy.maxAttempts`.
+    Failed,
+    /// A spot node was reclaimed (or a node lost) under a rank; does not count.
+    Interrupted,
+    /// The user suspended or stopped the job.
+    Stopped,
+    /// A time limit passed.
+    TimedOut,
 }
 
 /// The summary state of a TrainingJob.

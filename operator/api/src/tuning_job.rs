@@ -374,13 +374,25 @@ pub struct TuningJobStatus {
     /// The summary state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<TuningJobState>,
-    /// Conditions: `Running`, `Succeeded`, `Failed`.
+    /// Conditions. `Succeeded` is the summary `kubectl wait
+    /// --for=condition=Succeeded` targets: Unknown while trials run, then
+    /// True, or False with the reason. Beside it: `Running`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(extend("maxItems" = 16, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Trials by outcome (SageMaker `TrainingJobStatusCounters`).
     #[serde(default)]
     pub training_job_counts: TrainingJobCounts,
+    /// The index the next trial gets (its TrainingJob is `<tuning job>-<index>`,
+    /// from 1): a restarted operator never creates a trial twice.
+    #[serde(default)]
+    pub next_trial_index: i32,
+    /// The newest trials, at most 100, with their suggestion and outcome: the
+    /// history a restarted strategy resumes from (older trials are counted in
+    /// `trainingJobCounts` and their TrainingJobs keep their own results).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 100, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["index"]))]
+    pub trials: Vec<TrialRecord>,
     /// The best trial so far (SageMaker `BestTrainingJob`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_training_job: Option<TrialSummary>,
@@ -446,4 +458,30 @@ pub struct TrialSummary {
     pub hyperparameters: BTreeMap<String, String>,
     /// The final objective value.
     pub objective_value: f64,
+}
+
+/// One trial as the tuning job records it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrialRecord {
+    /// The trial's index, from 1.
+    #[schemars(range(min = 1))]
+    pub index: i32,
+    /// Its TrainingJob's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The hyperparameters the strategy suggested.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hyperparameters: BTreeMap<String, String>,
+    /// Its state: `InProgress`, `Completed`, `Failed`, `Stopped` (early
+    /// stopping or the end of the search).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub state: Option<String>,
+    /// The objective's final value, once reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective_value: Option<f64>,
+    /// The budget it ran to (epochs for Hyperband and ASHA), when the strategy allocates one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<i64>,
 }

@@ -45,6 +45,77 @@ pub enum ValidationError {
         value: String,
         type_: String,
     },
+    /// Two condition steps gate the same step.
+    #[error(
+        "step {step:?} is in the branches of both {first:?} and {second:?}; a step is gated by one condition step at most"
+    )]
+    GatedTwice {
+        step: String,
+        first: String,
+        second: String,
+    },
+    /// A run's parameter value does not parse as the parameter's type.
+    #[error("parameter {name:?}: {value:?} is not a valid {type_}")]
+    ParameterValue {
+        name: String,
+        value: String,
+        type_: String,
+    },
+    /// A run names a parameter the pipeline does not have.
+    #[error("parameter {0:?} is not a parameter of the pipeline")]
+    UnknownParameter(String),
+    /// A parameter without a default was given no value.
+    #[error("parameter {0:?} has no default and the run gives no value for it")]
+    MissingParameter(String),
+}
+
+/// Whether `value` parses as a value of `type_`.
+fn parses_as(type_: crate::pipeline::ParameterType, value: &str) -> bool {
+    use crate::pipeline::ParameterType;
+    match type_ {
+        ParameterType::String => true,
+        ParameterType::Integer => value.parse::<i64>().is_ok(),
+        ParameterType::Float => value.parse::<f64>().is_ok_and(f64::is_finite),
+        ParameterType::Boolean => matches!(value, "true" | "false"),
+    }
+}
+
+/// Every parameter's value in a run of `spec`: the run's own values, checked
+/// against their types, and the defaults of the others.
+pub fn run_parameters(
+    spec: &PipelineSpec,
+    values: &[crate::pipeline_run::ParameterValue],
+) -> Result<Vec<crate::pipeline_run::ParameterValue>, ValidationError> {
+    use crate::pipeline_run::ParameterValue;
+    if let Some(unknown) = values
+        .iter()
+        .find(|v| !spec.parameters.iter().any(|p| p.name == v.name))
+    {
+        return Err(ValidationError::UnknownParameter(unknown.name.clone()));
+    }
+    spec.parameters
+        .iter()
+        .map(|p| {
+            let value = match values.iter().find(|v| v.name == p.name) {
+                Some(v) => v.value.clone(),
+                None => p
+                    .default
+                    .clone()
+                    .ok_or_else(|| ValidationError::MissingParameter(p.name.clone()))?,
+            };
+            if !parses_as(p.type_, &value) {
+                return Err(ValidationError::ParameterValue {
+                    name: p.name.clone(),
+                    value,
+                    type_: format!("{:?}", p.type_),
+                });
+            }
+            Ok(ParameterValue {
+                name: p.name.clone(),
+                value,
+            })
+        })
+        .collect()
 }
 
 impl StorageUri {
@@ -236,16 +307,26 @@ pub fn topological_order(
 /// Checks a pipeline: references resolve, the graph is acyclic, parameter
 /// defaults parse. Returns the steps in an order that respects dependencies.
 pub fn check_pipeline(spec: &PipelineSpec) -> Result<Vec<String>, ValidationError> {
-    use crate::pipeline::ParameterType;
+    let mut gate: BTreeMap<&str, &str> = BTreeMap::new();
+    for step in &spec.steps {
+        let Some(condition) = &step.condition else {
+            continue;
+        };
+        for gated in condition.if_steps.iter().chain(&condition.else_steps) {
+            if let Some(first) = gate.insert(gated, &step.name)
+                && first != step.name
+            {
+                return Err(ValidationError::GatedTwice {
+                    step: gated.clone(),
+                    first: first.to_string(),
+                    second: step.name.clone(),
+                });
+            }
+        }
+    }
     for p in &spec.parameters {
         let Some(value) = &p.default else { continue };
-        let ok = match p.type_ {
-            ParameterType::String => true,
-            ParameterType::Integer => value.parse::<i64>().is_ok(),
-            ParameterType::Float => value.parse::<f64>().is_ok_and(f64::is_finite),
-            ParameterType::Boolean => matches!(value.as_str(), "true" | "false"),
-        };
-        if !ok {
+        if !parses_as(p.type_, value) {
             return Err(ValidationError::ParameterDefault {
                 name: p.name.clone(),
                 value: value.clone(),
@@ -361,7 +442,8 @@ mod tests {
             steps,
             max_parallel_steps: 10,
             schedule: None,
-            history_limit: 10,
+            successful_runs_history_limit: 10,
+            failed_runs_history_limit: 5,
         }
     }
 
@@ -424,6 +506,7 @@ mod tests {
                 name: "n".into(),
                 type_: ParameterType::Integer,
                 default: Some("1.5".into()),
+                description: None,
             }],
         );
         assert!(
@@ -434,5 +517,71 @@ mod tests {
         );
         let self_dependency = spec(vec![fail_step("a", "x", &["a"])], vec![]);
         assert!(check_pipeline(&self_dependency).is_err());
+    }
+
+    fn parameter(name: &str, type_: ParameterType, default: Option<&str>) -> Parameter {
+        Parameter {
+            name: name.into(),
+            type_,
+            default: default.map(Into::into),
+            description: None,
+        }
+    }
+
+    fn value(name: &str, value: &str) -> crate::pipeline_run::ParameterValue {
+        crate::pipeline_run::ParameterValue {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn run_parameters_take_values_then_defaults_and_check_types() {
+        let s = spec(
+            vec![fail_step(
+                "a",
+                "{{ parameters.lr }} {{ parameters.n }}",
+                &[],
+            )],
+            vec![
+                parameter("lr", ParameterType::Float, Some("0.1")),
+                parameter("n", ParameterType::Integer, None),
+            ],
+        );
+        let resolved = run_parameters(&s, &[value("n", "3")]).unwrap();
+        assert_eq!(resolved, vec![value("lr", "0.1"), value("n", "3")]);
+        let err = run_parameters(&s, &[]).unwrap_err().to_string();
+        assert!(err.contains("\"n\" has no default"), "{err}");
+        let err = run_parameters(&s, &[value("n", "three")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"three\" is not a valid Integer"), "{err}");
+        let err = run_parameters(&s, &[value("n", "3"), value("epochs", "2")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"epochs\" is not a parameter"), "{err}");
+    }
+
+    #[test]
+    fn a_step_is_gated_by_one_condition_at_most() {
+        let condition = |name: &str, if_steps: &[&str]| Step {
+            condition: Some(crate::pipeline::ConditionStep {
+                expression: "true".into(),
+                if_steps: if_steps.iter().map(|s| s.to_string()).collect(),
+                else_steps: vec![],
+            }),
+            fail: None,
+            ..fail_step(name, "x", &[])
+        };
+        let s = spec(
+            vec![
+                condition("c1", &["x"]),
+                condition("c2", &["x"]),
+                fail_step("x", "x", &[]),
+            ],
+            vec![],
+        );
+        let err = check_pipeline(&s).unwrap_err().to_string();
+        assert!(err.contains("both \"c1\" and \"c2\""), "{err}");
     }
 }

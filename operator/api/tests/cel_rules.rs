@@ -2,7 +2,7 @@
 //! by the same CEL rules the API server runs (client-side here; the e2e suite
 //! checks the API server itself).
 
-use kiln_api::{Endpoint, ModelPackage, Pipeline, TrainingJob, TuningJob};
+use kiln_api::{Endpoint, ModelPackage, Pipeline, PipelineRun, TrainingJob, TuningJob};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -241,23 +241,94 @@ fn model_package_rules() {
 #[test]
 fn pipeline_rules() {
     let unknown: Pipeline = example("pipeline.yaml", |v| {
-        v["spec"]["steps"][3]["dependsOn"] = json!(["nope"])
+        v["spec"]["steps"][4]["dependsOn"] = json!(["nope"])
     });
     refused(unknown.validate_cel(), "must name a step of this pipeline");
     let itself: Pipeline = example("pipeline.yaml", |v| {
-        v["spec"]["steps"][3]["dependsOn"] = json!(["deploy"])
+        v["spec"]["steps"][4]["dependsOn"] = json!(["deploy"])
     });
     refused(itself.validate_cel(), "cannot depend on itself");
     let two_kinds: Pipeline = example("pipeline.yaml", |v| {
-        v["spec"]["steps"][4]["fail"] = json!({"message": "x"})
+        v["spec"]["steps"][5]["registerModel"] = json!({"groupName": "g", "modelFromStep": "train"})
     });
-    let mut two_kinds_value = serde_json::to_value(&two_kinds).unwrap();
-    two_kinds_value["spec"]["steps"][4]["registerModel"] =
-        json!({"groupName": "g", "modelFromStep": "train"});
-    let two_kinds: Pipeline = serde_json::from_value(two_kinds_value).unwrap();
     refused(two_kinds.validate_cel(), "a step sets exactly one of");
     let branch: Pipeline = example("pipeline.yaml", |v| {
-        v["spec"]["steps"][1]["condition"]["elseSteps"] = json!(["ghost"])
+        v["spec"]["steps"][2]["condition"]["elseSteps"] = json!(["ghost"])
     });
     refused(branch.validate_cel(), "must name steps of this pipeline");
+    let both_branches: Pipeline = example("pipeline.yaml", |v| {
+        v["spec"]["steps"][2]["condition"]["elseSteps"] = json!(["reject", "deploy"])
+    });
+    refused(
+        both_branches.validate_cel(),
+        "cannot be in both condition.ifSteps and condition.elseSteps",
+    );
+    let retried_fail: Pipeline = example("pipeline.yaml", |v| {
+        v["spec"]["steps"][5]["retry"] = json!({"maxAttempts": 2})
+    });
+    refused(
+        retried_fail.validate_cel(),
+        "condition and fail steps take neither cache nor retry",
+    );
+    let register_from_condition: Pipeline = example("pipeline.yaml", |v| {
+        v["spec"]["steps"][3]["registerModel"]["modelFromStep"] = json!("good-enough")
+    });
+    refused(
+        register_from_condition.validate_cel(),
+        "must name a training or tuning step",
+    );
+    for (type_, default, message) in [
+        ("Integer", "2.5", "must be an integer"),
+        ("Float", "fast", "must be a number"),
+        ("Boolean", "yes", "must be \"true\" or \"false\""),
+    ] {
+        let wrong: Pipeline = example("pipeline.yaml", |v| {
+            v["spec"]["parameters"][2] = json!({"name": "p", "type": type_, "default": default})
+        });
+        refused(wrong.validate_cel(), message);
+    }
+    for cron in [
+        "every day",
+        "0 3 * *",
+        "0 3 * * * *",
+        "@sometimes",
+        "0 3 * * ?x",
+    ] {
+        let wrong: Pipeline = example("pipeline.yaml", |v| {
+            v["spec"]["schedule"]["cron"] = json!(cron)
+        });
+        refused(
+            wrong.validate_cel(),
+            "schedule.cron must be five cron fields",
+        );
+    }
+    for cron in ["*/15 * * * *", "0 3 * * MON-FRI", "0 0 1,15 * *", "@daily"] {
+        let good: Pipeline = example("pipeline.yaml", |v| {
+            v["spec"]["schedule"]["cron"] = json!(cron)
+        });
+        good.validate_cel()
+            .unwrap_or_else(|e| panic!("{cron:?} refused: {e}"));
+    }
+}
+
+#[test]
+fn pipeline_run_keeps_its_pipeline_and_parameters() {
+    let old: PipelineRun = example("pipelinerun.yaml", |_| {});
+    let stopped: PipelineRun = example("pipelinerun.yaml", |v| v["spec"]["stop"] = json!(true));
+    stopped.validate_cel_update(&old).unwrap();
+    refused(old.validate_cel_update(&stopped), "cannot be resumed");
+    let other_pipeline: PipelineRun = example("pipelinerun.yaml", |v| {
+        v["spec"]["pipelineRef"]["name"] = json!("other")
+    });
+    refused(
+        other_pipeline.validate_cel_update(&old),
+        "spec.pipelineRef cannot change",
+    );
+    let other_values: PipelineRun = example("pipelinerun.yaml", |v| {
+        v["spec"]["parameters"][0]["value"] = json!("0.2")
+    });
+    refused(
+        other_values.validate_cel_update(&old),
+        "spec.parameters cannot change",
+    );
 }

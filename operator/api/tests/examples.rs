@@ -1,7 +1,7 @@
 //! Every example manifest parses into its type without losing a field, and
 //! passes the CEL rules of its CRD.
 
-use kiln_api::{Endpoint, ModelPackage, Pipeline, TrainingJob, TuningJob};
+use kiln_api::{Endpoint, ModelPackage, Pipeline, PipelineRun, TrainingJob, TuningJob};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -98,7 +98,80 @@ fn pipeline() {
     pipeline.validate_cel().unwrap_or_else(|e| panic!("{e}"));
     let order = kiln_api::validate::check_pipeline(&pipeline.spec).unwrap();
     let pos = |s: &str| order.iter().position(|o| o == s).unwrap();
+    assert!(pos("prep") < pos("train"), "train reads prep's outputs");
     assert!(pos("train") < pos("good-enough"));
     assert!(pos("good-enough") < pos("register"));
     assert!(pos("register") < pos("deploy"));
+}
+
+#[test]
+fn pipeline_run() {
+    let run: PipelineRun = round_trip("pipelinerun.yaml");
+    run.validate_cel().unwrap_or_else(|e| panic!("{e}"));
+    let pipeline: Pipeline = round_trip("pipeline.yaml");
+    let values = kiln_api::validate::run_parameters(&pipeline.spec, &run.spec.parameters).unwrap();
+    let names: Vec<_> = values
+        .iter()
+        .map(|v| (v.name.as_str(), v.value.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("learning_rate", "0.1"),
+            ("min_accuracy", "0.9"),
+            ("replicas", "2")
+        ]
+    );
+}
+
+/// Every mapping key in a YAML document, with its path.
+fn keys(value: &serde_yaml::Value, path: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_yaml::Value::Mapping(m) => {
+            for (k, v) in m {
+                let k = k.as_str().unwrap_or_default().to_string();
+                let here = format!("{path}.{k}");
+                out.push((here.clone(), k));
+                keys(v, &here, out);
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for (i, v) in items.iter().enumerate() {
+                keys(v, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// kubectl, Helm and Argo CD read YAML 1.1, where `on`, `off`, `yes` and
+/// `no` are booleans: no example may use them as keys.
+#[test]
+fn no_example_key_is_a_yaml11_boolean() {
+    let dir = format!("{}/examples", env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut found = vec![];
+        keys(&value, "", &mut found);
+        let bad: Vec<_> = found
+            .iter()
+            .filter(|(_, k)| kiln_api::crd::YAML11_BOOLEANS.contains(&k.as_str()))
+            .map(|(p, _)| p.clone())
+            .collect();
+        assert!(bad.is_empty(), "{}: {bad:?}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 7, "only {checked} examples found in {dir}");
+}
+
+#[test]
+fn model_package_group() {
+    let group: kiln_api::ModelPackageGroup = round_trip("modelpackagegroup.yaml");
+    group.validate_cel().unwrap_or_else(|e| panic!("{e}"));
 }

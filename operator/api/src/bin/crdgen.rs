@@ -31,6 +31,18 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if dir == &args[0] {
+                println!("{}: {} bytes", path.display(), yaml.len());
+            }
+            if yaml.len() >= kiln_api::crd::MAX_CRD_BYTES {
+                eprintln!(
+                    "crdgen: {} is {} bytes, over the {} that kubectl apply and Argo CD can keep in an annotation",
+                    path.display(),
+                    yaml.len(),
+                    kiln_api::crd::MAX_CRD_BYTES
+                );
+                return ExitCode::FAILURE;
+            }
             if check {
                 if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
                     stale.push(path.display().to_string());
