@@ -21,12 +21,7 @@ const PYTORCH: &str = "kiln/pytorch:2.11.0";
 /// Applies every CRD of crds/ and waits until the API server serves them.
 async fn apply_kiln_crds(ns: &TestNamespace) -> Result<Vec<String>> {
     let dir = ns.cluster.repo.join("crds");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
+    let files = yaml_files(&dir)?;
     ensure!(
         !files.is_empty(),
         "no CRDs in {}: run `make crds`",
@@ -137,8 +132,17 @@ async fn manifests_apply_or_are_refused_with_their_message() {
         let repo = &ns.cluster.repo;
         let scratch = std::env::temp_dir().join(format!("kiln-e2e-{}", ns.name));
         std::fs::create_dir_all(&scratch)?;
+        let dry_run = |file: &Path| {
+            ns.cluster.kubectl_output(&[
+                "create",
+                "--dry-run=server",
+                "-n",
+                &ns.name,
+                "-f",
+                file.to_str().unwrap(),
+            ])
+        };
         let mut problems = Vec::new();
-        let mut accepted = 0;
         let mut good = yaml_files(&repo.join("operator/api/examples"))?;
         good.extend(yaml_files(&repo.join("e2e/manifests/accepted"))?);
         for file in &good {
@@ -147,17 +151,8 @@ async fn manifests_apply_or_are_refused_with_their_message() {
             let text = std::fs::read_to_string(file)?.replace("\n  namespace: ml\n", "\n");
             let copy = scratch.join(file.file_name().unwrap());
             std::fs::write(&copy, &text)?;
-            let out = ns.cluster.kubectl_output(&[
-                "create",
-                "--dry-run=server",
-                "-n",
-                &ns.name,
-                "-f",
-                copy.to_str().unwrap(),
-            ])?;
-            if out.status.success() {
-                accepted += 1;
-            } else {
+            let out = dry_run(&copy)?;
+            if !out.status.success() {
                 problems.push(format!(
                     "{} was refused: {}",
                     file.display(),
@@ -175,14 +170,7 @@ async fn manifests_apply_or_are_refused_with_their_message() {
             let text = std::fs::read_to_string(file)?;
             let expect = expected_refusal(&text)
                 .with_context(|| format!("{} has no `# expect:` line", file.display()))?;
-            let out = ns.cluster.kubectl_output(&[
-                "create",
-                "--dry-run=server",
-                "-n",
-                &ns.name,
-                "-f",
-                file.to_str().unwrap(),
-            ])?;
+            let out = dry_run(file)?;
             let stderr = String::from_utf8_lossy(&out.stderr);
             if out.status.success() {
                 problems.push(format!("{} was accepted", file.display()));
@@ -202,7 +190,6 @@ async fn manifests_apply_or_are_refused_with_their_message() {
             good.len() + refused_files.len(),
             problems.join("\n")
         );
-        ensure!(accepted == good.len());
         Ok(())
     })
     .await;

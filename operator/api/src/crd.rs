@@ -32,32 +32,48 @@ pub const YAML11_BOOLEANS: &[&str] = &[
 /// stay under 256 KiB.
 pub const MAX_CRD_BYTES: usize = 262_144;
 
-/// The field names and enum values of a schema that a YAML 1.1 reader
-/// would read as booleans, with their paths.
-pub fn yaml11_boolean_words(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+/// Calls `visit(path, name, node)` for every property of a schema, at any
+/// depth (through `items` and `additionalProperties`), after the schema itself
+/// (whose name is `None`).
+pub fn visit_schema(
+    schema: &serde_json::Value,
+    path: &str,
+    name: Option<&str>,
+    visit: &mut dyn FnMut(&str, Option<&str>, &serde_json::Value),
+) {
     use serde_json::Value;
+    visit(path, name, schema);
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for (name, prop) in props {
-            let here = format!("{path}.{name}");
-            if YAML11_BOOLEANS.contains(&name.as_str()) {
-                out.push(format!("field {here}"));
-            }
-            yaml11_boolean_words(prop, &here, out);
-        }
-    }
-    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-        for v in values.iter().filter_map(Value::as_str) {
-            if YAML11_BOOLEANS.contains(&v) {
-                out.push(format!("enum value {v:?} of {path}"));
-            }
+            visit_schema(prop, &format!("{path}.{name}"), Some(name), visit);
         }
     }
     if let Some(items) = schema.get("items") {
-        yaml11_boolean_words(items, &format!("{path}[]"), out);
+        visit_schema(items, &format!("{path}[]"), None, visit);
     }
     if let Some(extra) = schema.get("additionalProperties").filter(|v| v.is_object()) {
-        yaml11_boolean_words(extra, &format!("{path}{{}}"), out);
+        visit_schema(extra, &format!("{path}{{}}"), None, visit);
     }
+}
+
+/// The field names and enum values of a schema that a YAML 1.1 reader
+/// would read as booleans, with their paths.
+pub fn yaml11_boolean_words(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    visit_schema(schema, path, None, &mut |here, name, node| {
+        if name.is_some_and(|n| YAML11_BOOLEANS.contains(&n)) {
+            out.push(format!("field {here}"));
+        }
+        let values = node.get("enum").and_then(serde_json::Value::as_array);
+        for v in values
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+        {
+            if YAML11_BOOLEANS.contains(&v) {
+                out.push(format!("enum value {v:?} of {here}"));
+            }
+        }
+    });
 }
 
 /// The file name a CRD is written to: `<plural>.<group>.yaml`.
@@ -80,23 +96,14 @@ mod tests {
 
     /// Walks a schema and reports every property without a description.
     fn undescribed(schema: &Value, path: &str, out: &mut Vec<String>) {
-        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-            for (name, prop) in props {
-                let here = format!("{path}.{name}");
-                if prop.get("description").is_none()
-                    && !matches!(name.as_str(), "apiVersion" | "kind" | "metadata")
-                {
-                    out.push(here.clone());
-                }
-                undescribed(prop, &here, out);
+        visit_schema(schema, path, None, &mut |here, name, node| {
+            if let Some(name) = name
+                && node.get("description").is_none()
+                && !matches!(name, "apiVersion" | "kind" | "metadata")
+            {
+                out.push(here.to_string());
             }
-        }
-        if let Some(items) = schema.get("items") {
-            undescribed(items, &format!("{path}[]"), out);
-        }
-        if let Some(extra) = schema.get("additionalProperties").filter(|v| v.is_object()) {
-            undescribed(extra, &format!("{path}{{}}"), out);
-        }
+        });
     }
 
     #[test]

@@ -59,7 +59,7 @@ use crate::pipeline::PipelineSpec;
         json_path = ".metadata.creationTimestamp"
     ),
     validation = Rule::new("self.spec.pipelineRef == oldSelf.spec.pipelineRef").message("spec.pipelineRef cannot change: create a new PipelineRun").field_path(".spec.pipelineRef"),
-    validation = Rule::new("(has(self.spec.parameters) ? (has(oldSelf.spec.parameters) && self.spec.parameters == oldSelf.spec.parameters) : !has(oldSelf.spec.parameters))").message("spec.parameters cannot change: create a new PipelineRun").field_path(".spec.parameters"),
+    validation = Rule::new(crate::common::unchanged_rule("spec", &["parameters"])).message("spec.parameters cannot change: create a new PipelineRun").field_path(".spec.parameters"),
     validation = Rule::new("!oldSelf.spec.stop || self.spec.stop").message("a stopped PipelineRun cannot be resumed: create a new PipelineRun").field_path(".spec.stop"),
     cel
 )]
