@@ -7,13 +7,21 @@ least-privilege RBAC, selectors that match) and what the chosen profile's
 values file sets. Prints one line per failed check and a closing count;
 exits 1 when any check failed.
 
-    helm template ... | check_manifests.py --profile default|full|single --namespace NS
+    helm template ... | check_manifests.py --profile default|full|single|integrations --namespace NS
 """
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import yaml
+
+from argocd_health import crd_kinds
+
+CHART = Path(__file__).resolve().parent.parent / "kiln"
+HEALTH_SCRIPTS = CHART / "argocd" / "resource_customizations" / "kiln.dev"
+HEALTH_KEY = "resource.customizations.health.kiln.dev_"
 
 # Every permission the operator's code uses today: (API group, resource, verb).
 # A rule in the chart outside this set is a least-privilege regression; widen
@@ -26,8 +34,9 @@ ALLOWED_RULES = {
 
 NAMESPACED_KINDS = {
     "Deployment", "ServiceAccount", "Role", "RoleBinding", "Service",
-    "ServiceMonitor", "PodDisruptionBudget",
+    "ServiceMonitor", "PodDisruptionBudget", "ConfigMap",
 }
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 
 
 class Checks:
@@ -150,11 +159,18 @@ def granted(docs, group, resource, verb):
     return out
 
 
+def is_argocd_config(d):
+    """The ConfigMap of Argo CD health checks: merged into Argo CD's own, it
+    carries Argo CD's labels rather than the chart's."""
+    return d.get("kind") == "ConfigMap" and d.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/part-of") == "argocd"
+
+
 def check_common(check, docs, namespace):
     for d in docs:
         meta = d.get("metadata", {})
         what = f"{d.get('kind')} {meta.get('name')}"
-        check.equal(meta.get("labels", {}).get("app.kubernetes.io/managed-by"), "Helm", f"{what} managed-by label")
+        if not is_argocd_config(d):
+            check.equal(meta.get("labels", {}).get("app.kubernetes.io/managed-by"), "Helm", f"{what} managed-by label")
         if d.get("kind") in NAMESPACED_KINDS:
             check.that(bool(meta.get("namespace")), f"{what} has a namespace")
 
@@ -199,6 +215,9 @@ def check_default(check, docs, deploy, pod, namespace, app_version):
     check.equal(sorted(granted(docs, "events.k8s.io", "events", "create")), [("ClusterRole", None), ("Role", namespace)],
                 "event permissions: a ClusterRole, and the Role of the Lease for its LeaderElection event")
     check.that(not objects_of(docs, "ServiceMonitor"), "no ServiceMonitor by default")
+    check.that(not objects_of(docs, "ConfigMap"), "no Argo CD health checks by default")
+    for kind in POLICY_KINDS:
+        check.that(not objects_of(docs, kind), f"no {kind} by default")
     check.that(not objects_of(docs, "PodDisruptionBudget"), "no PodDisruptionBudget by default")
     check.equal(len(objects_of(docs, "Service")), 1, "one metrics Service")
     check.that("priorityClassName" not in pod, "no priorityClassName by default")
@@ -261,6 +280,15 @@ def check_full(check, docs, deploy, pod, namespace):
     check.that(ep.get("relabelings") and ep.get("metricRelabelings"), "ServiceMonitor relabelings")
     pdb = one(check, docs, "PodDisruptionBudget")
     check.equal(pdb.get("spec", {}).get("maxUnavailable"), 1, "PodDisruptionBudget maxUnavailable")
+    check_argocd(check, docs, "gitops", "argocd-cm-kiln")
+    tenant = {"matchLabels": {"kiln.dev/tenant": "true"}}
+    research = {"matchExpressions": [{"key": "team", "operator": "In", "values": ["research", "vision"]}]}
+    check_policies(check, docs, "kiln-full", {
+        "kiln-full-service-accounts-ml-teams": (tenant, ["default", "trainer"], POD_RESOURCES),
+        "kiln-full-service-accounts-research": (research, ["researcher"], POD_RESOURCES),
+        "kiln-full-tolerations-gpu-teams": (tenant, ["nvidia.com/gpu", "kiln.dev/pool"], POD_RESOURCES),
+        "kiln-full-model-approval": (tenant, None, APPROVAL_RESOURCES),
+    }, ("oidc:ml-approvers", f"system:serviceaccount:{namespace}:kiln-operator-sa"))
 
 
 def check_single(check, docs, deploy, pod):
@@ -273,6 +301,101 @@ def check_single(check, docs, deploy, pod):
     check.that("topologySpreadConstraints" not in pod, "no spread for one replica")
     pdb = one(check, docs, "PodDisruptionBudget")
     check.equal(pdb.get("spec", {}).get("minAvailable"), "50%", "PodDisruptionBudget percentage")
+
+
+def check_argocd(check, docs, namespace, name):
+    """The ConfigMap holds exactly one health check per kiln.dev kind (the
+    kinds of the chart's CRDs), each the text of its health.lua."""
+    found = [d for d in objects_of(docs, "ConfigMap") if d["metadata"]["name"] == name]
+    check.equal(len(found), 1, f"one ConfigMap {name} of Argo CD health checks")
+    if not found:
+        return
+    cm = found[0]
+    check.equal(cm["metadata"].get("namespace"), namespace, "Argo CD ConfigMap namespace")
+    check.equal(cm["metadata"].get("labels"), {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "argocd"},
+                "Argo CD ConfigMap labels: Argo CD's own, so that a merge patch changes none")
+    check.equal(cm["metadata"].get("annotations", {}).get("helm.sh/resource-policy"), "keep",
+                "Argo CD ConfigMap survives helm uninstall")
+    data = cm.get("data") or {}
+    kinds = crd_kinds(CHART)
+    check.that(bool(kinds), "the chart's CRDs name kiln.dev kinds")
+    check.equal(sorted(data), sorted(HEALTH_KEY + k for k in kinds), "Argo CD ConfigMap keys: one per kiln.dev kind")
+    for key, script in data.items():
+        path = HEALTH_SCRIPTS / key.removeprefix(HEALTH_KEY) / "health.lua"
+        check.that(path.is_file() and script == path.read_text(), f"Argo CD ConfigMap {key} is {path} as it is")
+
+
+def policies_by_name(docs):
+    return {d["metadata"]["name"]: d for d in objects_of(docs, "ValidatingAdmissionPolicy")}
+
+
+def cel_list(policy, variable):
+    """The value of a variable that holds a list literal (rendered as JSON)."""
+    for v in policy.get("spec", {}).get("variables", []):
+        if v.get("name") == variable:
+            try:
+                return json.loads(v["expression"])
+            except ValueError:
+                return f"not a list literal: {v['expression']}"
+    return None
+
+
+def expressions(policy):
+    spec = policy.get("spec", {})
+    out = [c["expression"] for c in spec.get("matchConditions", [])]
+    out += [v["expression"] for v in spec.get("variables", [])]
+    for v in spec.get("validations", []):
+        out += [v.get("expression", ""), v.get("messageExpression", "")]
+    return out
+
+
+def check_policies(check, docs, fullname, expected, approval):
+    """The ValidatingAdmissionPolicies and bindings: `expected` maps each
+    policy name to (namespaceSelector, the allowed list it must hold, the
+    resources it matches); `approval` is (approver group, operator user)."""
+    policies = policies_by_name(docs)
+    bindings = {d["metadata"]["name"]: d for d in objects_of(docs, "ValidatingAdmissionPolicyBinding")}
+    check.equal(sorted(policies), sorted(expected), "ValidatingAdmissionPolicy names")
+    check.equal(sorted(bindings), sorted(expected), "ValidatingAdmissionPolicyBinding names")
+    for name, (selector, allowed, resources) in expected.items():
+        policy, binding = policies.get(name, {}), bindings.get(name, {})
+        spec, bspec = policy.get("spec", {}), binding.get("spec", {})
+        for d in (policy, binding):
+            check.equal(d.get("apiVersion"), "admissionregistration.k8s.io/v1", f"{d.get('kind')} {name} apiVersion")
+        check.equal(spec.get("failurePolicy"), "Fail", f"policy {name} failurePolicy")
+        check.that("paramKind" not in spec, f"policy {name} takes no params")
+        rules = spec.get("matchConstraints", {}).get("resourceRules", [])
+        check.equal([(r.get("apiGroups"), r.get("apiVersions"), sorted(r.get("operations", [])), sorted(r.get("resources", []))) for r in rules],
+                    [(["kiln.dev"], ["v1alpha1"], ["CREATE", "UPDATE"], sorted(resources))], f"policy {name} resources")
+        check.that(any("object.spec != oldObject.spec" in c.get("expression", "") for c in spec.get("matchConditions", [])),
+                   f"policy {name} checks creates and spec changes only")
+        validations = spec.get("validations", [])
+        check.that(bool(validations) and all(v.get("expression") and v.get("messageExpression") for v in validations),
+                   f"policy {name}: every validation has an expression and a messageExpression")
+        check.that(all("has(" in e for e in expressions(policy) if "object.spec." in e),
+                   f"policy {name}: expressions that read fields guard them with has()")
+        if allowed is not None:
+            check.equal(cel_list(policy, "allowed"), allowed, f"policy {name}: the allowed list")
+        check.equal(bspec.get("policyName"), name, f"binding {name} policyName")
+        check.equal(bspec.get("validationActions"), ["Deny"], f"binding {name} validationActions")
+        check.equal(bspec.get("matchResources", {}).get("namespaceSelector"), selector, f"binding {name} namespaceSelector")
+    group, operator = approval
+    text = "\n".join(expressions(policies.get(f"{fullname}-model-approval", {})))
+    check.that(f"{json.dumps(group)} in request.userInfo.groups" in text, f"model approval: members of {group} approve")
+    check.that(f"request.userInfo.username == {json.dumps(operator)}" in text, f"model approval: the operator ({operator}) registers")
+    check.that("object.spec.approval.status == 'Approved'" in text and "s.registerModel.approvalStatus == 'Approved'" in text,
+               "model approval: ModelPackage spec.approval.status and Pipeline registerModel.approvalStatus")
+
+
+POD_RESOURCES = ["trainingjobs", "tuningjobs", "endpoints", "pipelines"]
+APPROVAL_RESOURCES = ["modelpackages", "pipelines"]
+
+
+def check_integrations(check, docs, namespace):
+    """The Argo CD health checks and the admission policies at their defaults."""
+    check_argocd(check, docs, "argocd", "argocd-cm")
+    check_policies(check, docs, "kiln", {"kiln-model-approval": ({}, None, APPROVAL_RESOURCES)},
+                   ("kiln-approvers", f"system:serviceaccount:{namespace}:kiln"))
 
 
 KILN_KINDS = {"TrainingJob", "TuningJob", "Endpoint", "Pipeline", "PipelineRun", "ModelPackage", "ModelPackageGroup"}
@@ -324,7 +447,7 @@ def check_crds(check, docs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=("default", "full", "single"), required=True)
+    parser.add_argument("--profile", choices=("default", "full", "single", "integrations"), required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--app-version", default="0.1.0")
     parser.add_argument("--crds", action="store_true", help="the input holds the CRDs too (--include-crds)")
@@ -340,6 +463,8 @@ def main():
         check_default(check, docs, deploy, pod, args.namespace, args.app_version)
     elif args.profile == "full":
         check_full(check, docs, deploy, pod, args.namespace)
+    elif args.profile == "integrations":
+        check_integrations(check, docs, args.namespace)
     else:
         check_single(check, docs, deploy, pod)
 

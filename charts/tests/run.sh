@@ -4,7 +4,10 @@
 #   2. `helm template` of each profile, checked by check_manifests.py (security
 #      settings, probes, least-privilege RBAC, selectors, every option's effect);
 #   3. bad values and bad combinations, each of which must be refused with a
-#      message naming the value: a case that renders counts as a failure.
+#      message naming the value: a case that renders counts as a failure;
+#   4. the Argo CD health checks of the kiln.dev kinds, run by Lua 5.1 on their
+#      test cases (argocd_health.py; the rendered ConfigMap of them is checked
+#      with the full and integrations profiles).
 # Prints one line per case and a closing count; exits 1 when any case failed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,6 +30,9 @@ if ! "$PY" -c 'import yaml' 2>/dev/null; then
   apt_ensure kiln-no-such-command python3-yaml
   PY=/usr/bin/python3
 fi
+# The Argo CD health checks run under Debian's Lua 5.1 (lua5.1 and luac5.1),
+# the language version of the gopher-lua Argo CD embeds.
+apt_ensure lua5.1 lua5.1
 APP_VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$CHART/Chart.yaml")
 
 WORK=$(mktemp -d)
@@ -52,7 +58,7 @@ for values in "" "$TESTS"/values/*.yaml; do
 done
 
 # --- 2. rendered manifests ---------------------------------------------------
-for profile in default full single; do
+for profile in default full single integrations; do
   # The default install is rendered with the CRDs, as `helm install` applies them.
   args=(--include-crds) check_args=(--crds)
   [[ $profile == default ]] || { args=(-f "$TESTS/values/$profile.yaml"); check_args=(); }
@@ -65,6 +71,16 @@ for profile in default full single; do
     not_ok "$name"
   fi
 done
+
+# The Argo CD health check of every kiln.dev kind, run on its test cases by
+# a real Lua 5.1 in Argo CD's sandbox (argocd_health.py).
+name="Argo CD health checks pass their health_test.yaml cases under lua5.1"
+if "$PY" "$TESTS/argocd_health.py" --chart "$CHART" >"$WORK/out" 2>&1; then
+  ok "$name"; tail -n 1 "$WORK/out"
+else
+  grep -v '^ok' "$WORK/out" >"$WORK/out.failed" || true; mv "$WORK/out.failed" "$WORK/out"
+  not_ok "$name"
+fi
 
 # The default image tag (appVersion) is the one images/build.sh gives the
 # operator image: the workspace version.
@@ -96,6 +112,24 @@ caught --set securityContext.allowPrivilegeEscalation=true
 caught --set podSecurityContext.runAsUser=0
 caught --set 'securityContext.capabilities.drop=null'
 caught --set resources.limits=null
+# ... and a wrong Argo CD ConfigMap or admission policy in the full profile.
+caught_full() {
+  local name="check_manifests.py --profile full catches: $*"
+  if ! render -f "$TESTS/values/full.yaml" "$@" >"$WORK/weak.yaml" 2>"$WORK/out"; then
+    not_ok "$name: it did not render"
+  elif "$PY" "$TESTS/check_manifests.py" --profile full --namespace "$NAMESPACE" \
+      --app-version "$APP_VERSION" <"$WORK/weak.yaml" >"$WORK/out" 2>&1; then
+    not_ok "$name: it passed"
+  else
+    ok "$name"
+  fi
+}
+caught_full --set argocd.healthChecks.enabled=false
+caught_full --set argocd.namespace=argocd
+caught_full --set admissionPolicies.modelApproval.approverGroup=system:authenticated
+caught_full --set 'admissionPolicies.serviceAccounts[0].allowed={default,trainer,admin}'
+caught_full --set-json 'admissionPolicies.tolerations[0].namespaceSelector={}'
+caught_full --set admissionPolicies.modelApproval.enabled=false
 
 # --- 3. values that must be refused ------------------------------------------
 # Each case: the --set arguments, then a text the error must contain (the path
@@ -143,6 +177,25 @@ refused "set either minAvailable or maxUnavailable" \
   --set podDisruptionBudget.enabled=true --set podDisruptionBudget.maxUnavailable=1
 refused "needs minAvailable or maxUnavailable" \
   --set podDisruptionBudget.enabled=true --set podDisruptionBudget.minAvailable=null
+
+refused "/argocd/namespace"                 --set argocd.namespace=Argo_CD
+refused "/argocd/configMapName"             --set-string argocd.configMapName=
+refused "additional properties 'enable'"    --set argocd.healthChecks.enable=true
+refused "/admissionPolicies/enabled"        --set admissionPolicies.enabled=yes-please
+refused "/admissionPolicies/modelApproval/approverGroup" --set-string admissionPolicies.modelApproval.approverGroup=
+refused "/admissionPolicies/modelApproval/approverGroup" --set "admissionPolicies.modelApproval.approverGroup=ml approvers"
+refused "/admissionPolicies/serviceAccounts/0/name" \
+  --set-json 'admissionPolicies.serviceAccounts=[{"name":"ML_Teams","namespaceSelector":{},"allowed":["default"]}]'
+refused "/admissionPolicies/serviceAccounts/0/allowed/0" \
+  --set-json 'admissionPolicies.serviceAccounts=[{"name":"ml","namespaceSelector":{},"allowed":["Not A Name"]}]'
+refused "/admissionPolicies/serviceAccounts/0" \
+  --set-json 'admissionPolicies.serviceAccounts=[{"name":"ml","namespaceSelector":{}}]'
+refused "/admissionPolicies/tolerations/0/allowedKeys/0" \
+  --set-json 'admissionPolicies.tolerations=[{"name":"gpu","namespaceSelector":{},"allowedKeys":["bad key"]}]'
+refused "/admissionPolicies/tolerations/0/namespaceSelector/matchExpressions/0/operator" \
+  --set-json 'admissionPolicies.tolerations=[{"name":"gpu","namespaceSelector":{"matchExpressions":[{"key":"team","operator":"Is"}]},"allowedKeys":[]}]'
+refused "admissionPolicies.serviceAccounts: two entries are named ml" --set admissionPolicies.enabled=true \
+  --set-json 'admissionPolicies.serviceAccounts=[{"name":"ml","namespaceSelector":{},"allowed":["a"]},{"name":"ml","namespaceSelector":{},"allowed":["b"]}]'
 
 printf 'test-chart: %d passed, %d failed\n' "$passed" "$failed"
 [[ $failed -eq 0 ]]
