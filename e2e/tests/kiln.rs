@@ -195,6 +195,108 @@ async fn manifests_apply_or_are_refused_with_their_message() {
     .await;
 }
 
+/// Each case of `e2e/manifests/updates/` is an object as created
+/// (`old.yaml`, optionally with a `# status:` line patched onto its status)
+/// and the same object as a user then applies it (`new.yaml`, with an
+/// `# expect:` line for a refusal or `# accept`). The update goes through
+/// `kubectl apply --server-side --dry-run=server`, so the API server runs the
+/// transition rules against the stored object and nothing changes.
+#[tokio::test]
+#[ignore = "needs the local cluster: make test-e2e"]
+async fn updates_keep_what_must_not_change() {
+    run("updates", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        let dir = ns.cluster.repo.join("e2e/manifests/updates");
+        let mut cases: Vec<_> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        cases.sort();
+        ensure!(
+            cases.len() >= 10,
+            "{} holds only {} cases",
+            dir.display(),
+            cases.len()
+        );
+        let kubectl = |args: &[&str]| ns.cluster.kubectl_output(args);
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        let mut problems = Vec::new();
+        for case in &cases {
+            let (old, new) = (case.join("old.yaml"), case.join("new.yaml"));
+            let created = kubectl(&["create", "-n", &ns.name, "-f", &path(&old)])?;
+            ensure!(
+                created.status.success(),
+                "{}: creating it failed: {}",
+                old.display(),
+                String::from_utf8_lossy(&created.stderr).trim()
+            );
+            let old_text = std::fs::read_to_string(&old)?;
+            if let Some(status) = old_text.lines().find_map(|l| l.strip_prefix("# status: ")) {
+                let patch = format!("{{\"status\": {status}}}");
+                let patched = kubectl(&[
+                    "patch",
+                    "-n",
+                    &ns.name,
+                    "-f",
+                    &path(&old),
+                    "--subresource=status",
+                    "--type=merge",
+                    "-p",
+                    &patch,
+                ])?;
+                ensure!(
+                    patched.status.success(),
+                    "{}: patching its status failed: {}",
+                    old.display(),
+                    String::from_utf8_lossy(&patched.stderr).trim()
+                );
+            }
+            let new_text = std::fs::read_to_string(&new)?;
+            let expect = expected_refusal(&new_text);
+            let accept = new_text.lines().any(|l| l.trim() == "# accept");
+            ensure!(
+                expect.is_some() != accept,
+                "{} needs exactly one of an `# expect:` and an `# accept` line",
+                new.display()
+            );
+            let out = kubectl(&[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--dry-run=server",
+                "--field-manager=kiln-e2e",
+                "-n",
+                &ns.name,
+                "-f",
+                &path(&new),
+            ])?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            match (expect, out.status.success()) {
+                (None, false) => {
+                    problems.push(format!("{} was refused: {}", case.display(), stderr.trim()))
+                }
+                (Some(_), true) => problems.push(format!("{} was accepted", case.display())),
+                (Some(e), false) if !stderr.contains(e) => problems.push(format!(
+                    "{} was refused without {e:?}: {}",
+                    case.display(),
+                    stderr.trim()
+                )),
+                _ => {}
+            }
+        }
+        ensure!(
+            problems.is_empty(),
+            "{} of {} updates went wrong:\n{}",
+            problems.len(),
+            cases.len(),
+            problems.join("\n")
+        );
+        Ok(())
+    })
+    .await;
+}
+
 fn helm(repo: &Path) -> Result<String> {
     let out = Command::new(repo.join("e2e/tools/helm.sh")).output()?;
     ensure!(out.status.success(), "building helm failed");

@@ -3,8 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::api::core::v1::{
+    CSIVolumeSource, ConfigMapVolumeSource, EmptyDirVolumeSource, EnvVar, NFSVolumeSource,
+    PersistentVolumeClaimVolumeSource, SecretVolumeSource, Toleration, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -83,8 +87,9 @@ pub enum Compression {
 }
 
 /// Where pods run and what they may use besides CPU, memory and GPUs.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))").message("every volumeMounts[].name must name one of placement.volumes"))]
 pub struct Placement {
     /// Node labels every pod must match (the equivalent of SageMaker's instance
     /// type), e.g. `node.kubernetes.io/instance-type: g5.xlarge`.
@@ -123,12 +128,96 @@ pub struct Placement {
     /// The size of `/dev/shm` (a memory-backed volume): PyTorch's data loader
     /// workers pass batches through it. Unset: the container runtime's 64 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = positive_quantity)]
     pub shm_size: Option<Quantity>,
     /// Seconds a pod gets between SIGTERM and SIGKILL: enough to write a
     /// checkpoint or drain requests. Unset: 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub termination_grace_period_seconds: Option<i64>,
+    /// Volumes added to every pod: a PersistentVolumeClaim with a dataset or a
+    /// cache, a ConfigMap, a Secret, an emptyDir, NFS or a CSI driver (FSx,
+    /// EFS, a bucket mounted by FUSE).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 16), transform = list_map_by_name)]
+    pub volumes: Vec<Volume>,
+    /// Where `volumes` are mounted in every container Kiln runs in the pods.
+    /// `/opt/ml` and `/dev/shm` themselves belong to Kiln; a folder below
+    /// `/opt/ml/input/data/` may be mounted (a channel read from a volume).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 16, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["mountPath"]))]
+    #[x_kube(validation = Rule::new("self.all(m, !(m.mountPath in ['/opt/ml', '/opt/ml/', '/opt/ml/model', '/opt/ml/output', '/opt/ml/input', '/opt/ml/input/config', '/dev/shm']))").message("volumeMounts: /opt/ml, /opt/ml/model, /opt/ml/output, /opt/ml/input, /opt/ml/input/config and /dev/shm are Kiln's own mounts: mount elsewhere, such as below /opt/ml/input/data/ or /mnt"))]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+/// A volume of the pods. Set exactly one source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.persistentVolumeClaim), has(self.configMap), has(self.secret), has(self.emptyDir), has(self.nfs), has(self.csi)].filter(x, x).size() == 1").message("a volume sets exactly one of persistentVolumeClaim, configMap, secret, emptyDir, nfs and csi"))]
+pub struct Volume {
+    /// The volume's name, which `volumeMounts` refer to. Names starting with
+    /// `kiln-` belong to Kiln's own volumes.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = Rule::new("!self.startsWith('kiln-')").message("volume names starting with kiln- are Kiln's own: choose another name"))]
+    pub name: String,
+    /// A PersistentVolumeClaim in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    /// A ConfigMap's keys as files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolumeSource>,
+    /// A Secret's keys as files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeSource>,
+    /// A scratch folder that lives as long as the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirVolumeSource>,
+    /// An NFS export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfs: Option<NFSVolumeSource>,
+    /// An inline volume of a CSI driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi: Option<CSIVolumeSource>,
+}
+
+/// Which nodes a job's pods run on: regular capacity, spot capacity, or spot
+/// first with regular nodes as a fallback.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CapacityType {
+    /// Regular (on-demand) nodes only.
+    #[default]
+    OnDemand,
+    /// Spot nodes only: pods tolerate the spot pool's taint and require its
+    /// label (by default `karpenter.sh/capacity-type: spot`; the operator's
+    /// configuration names a cluster's spot labels and taints). A reclaimed
+    /// node restarts the job from its newest checkpoint (SageMaker
+    /// `EnableManagedSpotTraining`).
+    Spot,
+    /// Spot nodes preferred, regular nodes when no spot capacity is free:
+    /// pods tolerate the spot taint and prefer, rather than require, its label.
+    SpotWithFallback,
+}
+
+impl CapacityType {
+    /// Whether pods may land on spot nodes (and so be reclaimed).
+    pub fn uses_spot(self) -> bool {
+        !matches!(self, Self::OnDemand)
+    }
+}
+
+/// The pattern of a positive Kubernetes quantity (`500m`, `4`, `16Gi`,
+/// `1.5e3`), checked by the API server's schema validation (no CEL cost). A
+/// zero or negative amount, or a word that is no quantity, is refused.
+pub const POSITIVE_QUANTITY_PATTERN: &str = r"^\+?(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|(0*\.[0-9]*[1-9][0-9]*))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$";
+
+/// A schema transform for quantity fields that must be positive: the string
+/// form matches [`POSITIVE_QUANTITY_PATTERN`], the integer form is at least 1.
+pub(crate) fn positive_quantity(schema: &mut schemars::Schema) {
+    schema.insert("pattern".into(), POSITIVE_QUANTITY_PATTERN.into());
+    schema.insert("minimum".into(), 1.into());
 }
 
 /// CPU, memory and GPU of one replica.
@@ -138,9 +227,11 @@ pub struct ComputeResources {
     /// CPU requested by each replica, e.g. `"4"` or `"500m"`. Unset: the
     /// operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = positive_quantity)]
     pub cpu: Option<Quantity>,
     /// Memory requested by each replica, also its limit, e.g. `16Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = positive_quantity)]
     pub memory: Option<Quantity>,
     /// `nvidia.com/gpu` devices of each replica. Pods asking for GPUs tolerate
     /// the `nvidia.com/gpu` taint.
@@ -160,12 +251,22 @@ pub struct MetricValue {
     pub value: f64,
 }
 
-/// Environment variables as a name-to-value map.
-pub type Environment = BTreeMap<String, String>;
+/// Environment variables: Kubernetes `EnvVar`s, so a value can come from a
+/// Secret (`valueFrom.secretKeyRef`), a ConfigMap or the pod's own fields and
+/// secrets never sit in the resource itself. A list keyed by `name`.
+pub type Environment = Vec<EnvVar>;
 
-/// The CEL rule every environment map carries: names a shell and a process
+/// The CEL rule every environment list carries: names a shell and a process
 /// can use.
-pub const ENV_NAMES_RULE: &str = "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))";
+pub const ENV_NAMES_RULE: &str = "self.all(e, e.name.matches('^[A-Za-z_][A-Za-z0-9_]*$'))";
+
+/// The CEL rule every environment list carries beside [`ENV_NAMES_RULE`]:
+/// a variable has a value or a source, not both.
+pub const ENV_VALUE_RULE: &str = "self.all(e, !(has(e.value) && has(e.valueFrom)))";
+
+/// The message of [`ENV_VALUE_RULE`].
+pub const ENV_VALUE_MESSAGE: &str =
+    "an environment variable sets value or valueFrom, not both: keep one";
 
 /// The message of [`ENV_NAMES_RULE`].
 pub const ENV_NAMES_MESSAGE: &str = "environment variable names must start with a letter or _ and hold only letters, digits and _ (such as MY_VAR)";
@@ -195,4 +296,14 @@ pub(crate) fn unchanged_rule(parent: &str, fields: &[&str]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" && ")
+}
+
+/// The CEL rule, at the root of a kind, that keeps `spec.<field>` as it was
+/// (absent counting as a value), with a message naming the field.
+pub(crate) fn immutable(kind: &str, field: &str) -> kube::core::Rule {
+    kube::core::Rule::new(unchanged_rule("spec", &[field]))
+        .message(kube::core::Message::Message(format!(
+            "spec.{field} cannot change after the {kind} is created: create a new {kind} instead"
+        )))
+        .field_path(format!(".spec.{field}"))
 }

@@ -182,9 +182,12 @@ pub struct ModelSource {
     #[schemars(length(min = 1, max = 255))]
     pub image: Option<String>,
     /// Environment variables of the serving container.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 48))]
-    #[x_kube(validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 48), transform = list_map_by_name)]
+    #[x_kube(
+        validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE),
+        validation = Rule::new(crate::common::ENV_VALUE_RULE).message(crate::common::ENV_VALUE_MESSAGE)
+    )]
     pub env: Environment,
     /// One model per replica, or many models loaded on demand (SageMaker `Mode`).
     #[serde(default)]
@@ -231,6 +234,7 @@ pub enum HostingMode {
 #[x_kube(validation = Rule::new("self.provisionedConcurrency <= self.maxConcurrency").message("serverless.provisionedConcurrency cannot exceed serverless.maxConcurrency"))]
 pub struct ServerlessConfig {
     /// Memory of each replica (SageMaker `MemorySizeInMB`), e.g. `2Gi`.
+    #[schemars(transform = crate::common::positive_quantity)]
     pub memory: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
     /// Concurrent requests in all, over the replicas (SageMaker `MaxConcurrency`).
     #[schemars(range(min = 1, max = 200))]

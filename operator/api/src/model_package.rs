@@ -112,8 +112,13 @@ pub struct InferenceSpec {
     #[schemars(extend("maxItems" = 10))]
     pub supported_response_types: Vec<String>,
     /// Environment of the serving container.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 48), transform = crate::common::list_map_by_name)]
+    #[x_kube(
+        validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE),
+        validation = Rule::new(crate::common::ENV_VALUE_RULE).message(crate::common::ENV_VALUE_MESSAGE)
+    )]
+    pub env: crate::common::Environment,
 }
 
 /// Lineage.

@@ -14,13 +14,15 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    Compression, ComputeResources, Environment, MetricValue, Placement, StorageLocation,
-    list_map_by_name,
+    CapacityType, Compression, ComputeResources, Environment, MetricValue, Placement,
+    StorageLocation, immutable, list_map_by_name, positive_quantity, unchanged_rule,
 };
 
 /// The spec of a TrainingJob. Everything but `suspend` and
-/// `ttlSecondsAfterFinished` is fixed once the job exists: to change a job,
-/// create a new one.
+/// `ttlSecondsAfterFinished` is fixed once the job exists (to change a job,
+/// create a new one), except `resources.placement` while the job is
+/// suspended and has never started, so that a queue such as Kueue can place
+/// it.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "kiln.dev",
@@ -31,19 +33,34 @@ use crate::common::{
     category = "kiln",
     namespaced,
     status = "TrainingJobStatus",
+    printcolumn(name = "Succeeded", type_ = "string", json_path = ".status.conditions[?(@.type==\"Succeeded\")].status"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.secondaryStatus"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.resources.replicas"),
     printcolumn(name = "Billable", type_ = "integer", json_path = ".status.billableSeconds", description = "billable seconds"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new(crate::common::unchanged_rule("spec", IMMUTABLE_FIELDS)).message("a TrainingJob's spec cannot change after creation, except suspend and ttlSecondsAfterFinished: create a new TrainingJob instead").field_path(".spec"),
+    validation = immutable("TrainingJob", "algorithm"),
+    validation = immutable("TrainingJob", "hyperparameters"),
+    validation = immutable("TrainingJob", "inputs"),
+    validation = immutable("TrainingJob", "output"),
+    validation = Rule::new(format!("{} || (has(oldSelf.spec.suspend) && oldSelf.spec.suspend && (!has(oldSelf.status) || !has(oldSelf.status.startTime)) && has(self.spec.resources) && has(oldSelf.spec.resources) && {})", unchanged_rule("spec", &["resources"]), unchanged_rule("spec.resources", &["replicas", "processesPerReplica", "compute", "volumeSize"]))).message("spec.resources cannot change after the TrainingJob is created, except resources.placement while the job is suspended and has never started (so a queue such as Kueue can place it): create a new TrainingJob instead").field_path(".spec.resources"),
+    validation = immutable("TrainingJob", "distribution"),
+    validation = immutable("TrainingJob", "capacityType"),
+    validation = immutable("TrainingJob", "stoppingCondition"),
+    validation = immutable("TrainingJob", "checkpoint"),
+    validation = immutable("TrainingJob", "retryStrategy"),
+    validation = immutable("TrainingJob", "env"),
+    validation = immutable("TrainingJob", "networkIsolation"),
+    validation = immutable("TrainingJob", "tensorBoardOutput"),
+    validation = immutable("TrainingJob", "experiment"),
     validation = Rule::new("self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a TrainingJob's name must be a DNS label of at most 52 characters that starts with a letter: it names the job's Service, pods and labels"),
     cel
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!has(self.stoppingCondition.maxWaitSeconds) || self.spot.enabled").message("stoppingCondition.maxWaitSeconds applies to spot training only: set spot.enabled: true or remove it"),
-    validation = Rule::new("!self.spot.enabled || !has(self.stoppingCondition.maxWaitSeconds) || self.stoppingCondition.maxWaitSeconds >= self.stoppingCondition.maxRuntimeSeconds").message("stoppingCondition.maxWaitSeconds must be at least stoppingCondition.maxRuntimeSeconds"),
+    validation = Rule::new("!has(self.stoppingCondition.maxWaitSeconds) || self.capacityType != 'OnDemand'").message("stoppingCondition.maxWaitSeconds applies to spot training only: set capacityType: Spot or SpotWithFallback, or remove it"),
+    validation = Rule::new("!has(self.stoppingCondition.maxWaitSeconds) || self.stoppingCondition.maxWaitSeconds >= self.stoppingCondition.maxRuntimeSeconds").message("stoppingCondition.maxWaitSeconds must be at least stoppingCondition.maxRuntimeSeconds"),
+    validation = Rule::new("!has(self.algorithm.name) || self.distribution.strategy != 'ModelParallel' || self.algorithm.name in ['mlp', 'image-classifier']").message("distribution.strategy ModelParallel needs an algorithm that splits into pipeline stages: mlp or image-classifier (or your own image)"),
     validation = Rule::new("!has(self.distribution.modelParallel) || (self.resources.replicas * (has(self.resources.processesPerReplica) ? self.resources.processesPerReplica : (self.resources.compute.gpus > 0 ? self.resources.compute.gpus : 1))) % self.distribution.modelParallel.partitions == 0").message("distribution.modelParallel.partitions must divide the number of ranks (replicas x processes per replica)"),
     validation = Rule::new("self.distribution.strategy != 'None' || self.resources.replicas == 1 || has(self.algorithm.image)").message("a built-in algorithm on more than one replica needs distribution.strategy DataParallel or ModelParallel"),
     validation = Rule::new("self.distribution.backend != 'Nccl' || self.resources.compute.gpus > 0").message("distribution.backend Nccl needs GPUs: set resources.compute.gpus, or use Gloo or Auto"),
@@ -61,6 +78,7 @@ pub struct TrainingJobSpec {
     /// Input channels, each mounted at `/opt/ml/input/data/<name>/` (SageMaker `InputDataConfig`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("maxItems" = 20), transform = list_map_by_name)]
+    #[x_kube(validation = Rule::new("self.all(a, self.filter(b, b.name.upperAscii().replace('-', '_').replace('.', '_') == a.name.upperAscii().replace('-', '_').replace('.', '_')).size() == 1)").message("input channel names must differ once upper-cased with - and . read as _ (they become SM_CHANNEL_<NAME> variables): rename one of them"))]
     pub inputs: Vec<Channel>,
     /// Where the model artifact goes (SageMaker `OutputDataConfig`).
     pub output: OutputSpec,
@@ -70,9 +88,9 @@ pub struct TrainingJobSpec {
     /// How ranks split the work (SageMaker `distribution`, Kubeflow `numProcPerNode`).
     #[serde(default)]
     pub distribution: Distribution,
-    /// Spot capacity (SageMaker `EnableManagedSpotTraining`).
+    /// Regular or spot nodes (SageMaker `EnableManagedSpotTraining`).
     #[serde(default)]
-    pub spot: SpotSpec,
+    pub capacity_type: CapacityType,
     /// Limits on how long the job may wait and run (SageMaker `StoppingCondition`).
     #[serde(default)]
     pub stopping_condition: StoppingCondition,
@@ -85,9 +103,12 @@ pub struct TrainingJobSpec {
     #[serde(default)]
     pub retry_strategy: RetryStrategy,
     /// Environment variables of every container (SageMaker `Environment`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 48))]
-    #[x_kube(validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 48), transform = list_map_by_name)]
+    #[x_kube(
+        validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE),
+        validation = Rule::new(crate::common::ENV_VALUE_RULE).message(crate::common::ENV_VALUE_MESSAGE)
+    )]
     pub env: Environment,
     /// Deny the training pods any network traffic except rendezvous between
     /// ranks and the storage endpoints Kiln reaches for them (SageMaker
@@ -111,25 +132,6 @@ pub struct TrainingJobSpec {
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i64>,
 }
-
-/// The spec fields that keep their value on update: all but `suspend` and
-/// `ttlSecondsAfterFinished`.
-const IMMUTABLE_FIELDS: &[&str] = &[
-    "algorithm",
-    "hyperparameters",
-    "inputs",
-    "output",
-    "resources",
-    "distribution",
-    "spot",
-    "stoppingCondition",
-    "checkpoint",
-    "retryStrategy",
-    "env",
-    "networkIsolation",
-    "tensorBoardOutput",
-    "experiment",
-];
 
 /// The built-in algorithms of the Kiln runtime image.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
@@ -331,6 +333,7 @@ pub struct TrainingResources {
     /// Size of the scratch volume at `/opt/ml` (SageMaker `VolumeSizeInGB`). Unset:
     /// the node's ephemeral storage, unbounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = positive_quantity)]
     pub volume_size: Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     /// Node selection (SageMaker `InstanceType` and its placement).
     #[serde(default)]
@@ -426,18 +429,6 @@ pub enum PipelineSchedule {
     GPipe,
     /// One forward, one backward, interleaved (PipeDream-flush), less activation memory.
     OneForwardOneBackward,
-}
-
-/// Spot capacity.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SpotSpec {
-    /// Run on spot nodes: pods tolerate the spot pool's taint and require its
-    /// label (by default `karpenter.sh/capacity-type: spot`; the operator's
-    /// configuration names the label and taint of a cluster's spot pool). A
-    /// reclaimed node restarts the job from its newest checkpoint.
-    #[serde(default)]
-    pub enabled: bool,
 }
 
 /// Time limits.

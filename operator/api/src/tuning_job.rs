@@ -22,6 +22,7 @@ use crate::training_job::TrainingJobSpec;
     category = "kiln",
     namespaced,
     status = "TuningJobStatus",
+    printcolumn(name = "Succeeded", type_ = "string", json_path = ".status.conditions[?(@.type==\"Succeeded\")].status"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy.type"),
     printcolumn(name = "Completed", type_ = "integer", json_path = ".status.trainingJobCounts.completed"),
@@ -33,6 +34,9 @@ use crate::training_job::TrainingJobSpec;
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.strategy.type != 'Hyperband' || has(self.strategy.hyperband)").message("strategy.hyperband is required when strategy.type is Hyperband"),
+    validation = Rule::new("!has(self.strategy.hyperband) || self.strategy.type == 'Hyperband'").message("strategy.hyperband applies to strategy.type Hyperband only"),
+    validation = Rule::new("!has(self.strategy.hyperband) || !has(self.trainingJobTemplate.spec.hyperparameters) || !(self.strategy.hyperband.resourceName in self.trainingJobTemplate.spec.hyperparameters)").message("Hyperband sets strategy.hyperband.resourceName itself for every trial: remove it from trainingJobTemplate.spec.hyperparameters"),
+    validation = Rule::new("!has(self.strategy.hyperband) || (self.parameterRanges.integer.all(r, r.name != self.strategy.hyperband.resourceName) && self.parameterRanges.continuous.all(r, r.name != self.strategy.hyperband.resourceName) && self.parameterRanges.categorical.all(r, r.name != self.strategy.hyperband.resourceName))").message("Hyperband's resource (strategy.hyperband.resourceName) cannot also be a tuned range: remove its range"),
     validation = Rule::new("self.strategy.type != 'Grid' || (self.parameterRanges.continuous.size() == 0)").message("Grid search takes integer and categorical ranges only: turn continuous ranges into categorical values"),
     validation = Rule::new("self.parameterRanges.integer.size() + self.parameterRanges.continuous.size() + self.parameterRanges.categorical.size() > 0").message("parameterRanges needs at least one range to tune"),
     validation = Rule::new("!has(self.trainingJobTemplate.spec.hyperparameters) || self.parameterRanges.integer.all(r, !(r.name in self.trainingJobTemplate.spec.hyperparameters)) && self.parameterRanges.continuous.all(r, !(r.name in self.trainingJobTemplate.spec.hyperparameters)) && self.parameterRanges.categorical.all(r, !(r.name in self.trainingJobTemplate.spec.hyperparameters))").message("a tuned hyperparameter must not also be set in trainingJobTemplate.spec.hyperparameters"),
@@ -91,6 +95,9 @@ pub enum StrategyType {
     Grid,
     /// Gaussian-process Bayesian optimisation with expected improvement.
     Bayesian,
+    /// Tree-structured Parzen estimators (Optuna's default sampler, Katib `tpe`).
+    #[serde(rename = "TPE")]
+    Tpe,
     /// Successive halving over a resource (epochs) in brackets, asynchronous (ASHA).
     Hyperband,
 }
@@ -199,18 +206,28 @@ pub struct IntegerRange {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.min < self.max").message("continuous range: min must be below max"),
-    validation = Rule::new("self.scaling != 'Logarithmic' || self.min > 0.0").message("continuous range: Logarithmic scaling needs min > 0"),
-    validation = Rule::new("self.scaling != 'ReverseLogarithmic' || (self.min >= 0.0 && self.max < 1.0)").message("continuous range: ReverseLogarithmic scaling needs 0 <= min and max < 1"),
+    validation = Rule::new("double(self.min) < double(self.max)").message("continuous range: min must be below max"),
+    validation = Rule::new("self.scaling != 'Logarithmic' || double(self.min) > 0.0").message("continuous range: Logarithmic scaling needs min > 0"),
+    validation = Rule::new("self.scaling != 'ReverseLogarithmic' || (double(self.min) >= 0.0 && double(self.max) < 1.0)").message("continuous range: ReverseLogarithmic scaling needs 0 <= min and max < 1"),
 )]
 pub struct ContinuousRange {
     /// The hyperparameter's name.
     #[schemars(length(min = 1, max = 256))]
     pub name: String,
-    /// The smallest value, inclusive.
-    pub min: f64,
-    /// The largest value, inclusive.
-    pub max: f64,
+    /// The smallest value, inclusive, as a decimal string such as `"0.001"` or
+    /// `"1e-3"` (SageMaker `MinValue`, Katib `min`): no floating-point value
+    /// sits in a spec, so what was written is what is read back.
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))([eE][+-]?[0-9]+)?$")
+    )]
+    pub min: String,
+    /// The largest value, inclusive (SageMaker `MaxValue`).
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))([eE][+-]?[0-9]+)?$")
+    )]
+    pub max: String,
     /// How values are spread.
     #[serde(default)]
     pub scaling: Scaling,
@@ -314,9 +331,14 @@ pub enum EarlyStoppingType {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompletionCriteria {
-    /// Stop when a trial reaches this objective value (SageMaker `TargetObjectiveMetricValue`, Katib `goal`).
+    /// Stop when a trial reaches this objective value (SageMaker
+    /// `TargetObjectiveMetricValue`, Katib `goal`), as a decimal string such as `"0.95"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_objective_value: Option<f64>,
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))([eE][+-]?[0-9]+)?$")
+    )]
+    pub target_objective_value: Option<String>,
     /// Stop after this many trials in a row without a better objective (SageMaker `BestObjectiveNotImproving`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]

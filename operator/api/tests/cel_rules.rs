@@ -53,9 +53,13 @@ fn spot_wait_must_cover_runtime() {
     });
     refused(short.validate_cel(), "maxWaitSeconds must be at least");
     let no_spot: TrainingJob = example("trainingjob-builtin.yaml", |v| {
-        v["spec"]["spot"]["enabled"] = json!(false)
+        v["spec"]["capacityType"] = json!("OnDemand")
     });
     refused(no_spot.validate_cel(), "applies to spot training only");
+    let fallback: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        v["spec"]["capacityType"] = json!("SpotWithFallback")
+    });
+    fallback.validate_cel().unwrap();
 }
 
 #[test]
@@ -104,7 +108,7 @@ fn training_job_spec_is_immutable_except_suspend() {
     });
     refused(
         changed.validate_cel_update(&old),
-        "cannot change after creation",
+        "spec.hyperparameters cannot change after the TrainingJob is created",
     );
     let added: TrainingJob = example("trainingjob-pytorch.yaml", |_| {});
     let with_checkpoint: TrainingJob = example("trainingjob-pytorch.yaml", |v| {
@@ -112,7 +116,7 @@ fn training_job_spec_is_immutable_except_suspend() {
     });
     refused(
         with_checkpoint.validate_cel_update(&added),
-        "cannot change after creation",
+        "spec.checkpoint cannot change",
     );
     let suspended: TrainingJob = example("trainingjob-builtin.yaml", |v| {
         v["spec"]["suspend"] = json!(true)
@@ -122,6 +126,84 @@ fn training_job_spec_is_immutable_except_suspend() {
         v["spec"]["ttlSecondsAfterFinished"] = json!(60)
     });
     without_env.validate_cel_update(&old).unwrap();
+}
+
+#[test]
+fn placement_changes_only_while_suspended_and_never_started() {
+    let suspend = |v: &mut Value| v["spec"]["suspend"] = json!(true);
+    let place = |v: &mut Value| {
+        v["spec"]["resources"]["placement"]["nodeSelector"] =
+            json!({"cloud.example.com/pool": "a100"});
+        v["spec"]["resources"]["placement"]["tolerations"] =
+            json!([{"key": "pool", "operator": "Equal", "value": "a100", "effect": "NoSchedule"}]);
+    };
+    let queued: TrainingJob = example("trainingjob-builtin.yaml", suspend);
+    let placed: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        suspend(v);
+        place(v)
+    });
+    placed.validate_cel_update(&queued).unwrap();
+    let running: TrainingJob = example("trainingjob-builtin.yaml", |_| {});
+    let moved: TrainingJob = example("trainingjob-builtin.yaml", place);
+    refused(
+        moved.validate_cel_update(&running),
+        "except resources.placement while the job is suspended and has never started",
+    );
+    let started: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        suspend(v);
+        v["status"] = json!({"startTime": "2026-01-01T00:00:00Z"});
+    });
+    refused(
+        placed.validate_cel_update(&started),
+        "spec.resources cannot change",
+    );
+    let grown: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        suspend(v);
+        v["spec"]["resources"]["replicas"] = json!(8)
+    });
+    refused(
+        grown.validate_cel_update(&queued),
+        "spec.resources cannot change",
+    );
+}
+
+#[test]
+fn channel_names_differ_as_environment_variables() {
+    let clash: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        let first = v["spec"]["inputs"][0].clone();
+        let mut second = first.clone();
+        second["name"] = json!(first["name"].as_str().unwrap().to_uppercase());
+        v["spec"]["inputs"] = json!([first, second]);
+    });
+    refused(clash.validate_cel(), "must differ once upper-cased");
+    let dotted: TrainingJob = example("trainingjob-builtin.yaml", |v| {
+        let first = v["spec"]["inputs"][0].clone();
+        let mut a = first.clone();
+        a["name"] = json!("train-a");
+        let mut b = first;
+        b["name"] = json!("train.a");
+        v["spec"]["inputs"] = json!([a, b]);
+    });
+    refused(dotted.validate_cel(), "must differ once upper-cased");
+}
+
+#[test]
+fn volumes_and_mounts() {
+    let two_sources: TrainingJob = example("trainingjob-pytorch.yaml", |v| {
+        v["spec"]["resources"]["placement"]["volumes"][0]["emptyDir"] = json!({})
+    });
+    refused(two_sources.validate_cel(), "sets exactly one of");
+    let reserved: TrainingJob = example("trainingjob-pytorch.yaml", |v| {
+        v["spec"]["resources"]["placement"]["volumeMounts"][0]["mountPath"] = json!("/opt/ml/model")
+    });
+    refused(reserved.validate_cel(), "are Kiln's own mounts");
+    let kiln_name: TrainingJob = example("trainingjob-pytorch.yaml", |v| {
+        v["spec"]["resources"]["placement"]["volumes"][0]["name"] = json!("kiln-cache")
+    });
+    refused(
+        kiln_name.validate_cel(),
+        "are Kiln's own: choose another name",
+    );
 }
 
 #[test]
@@ -138,7 +220,7 @@ fn tuning_job_rules() {
     });
     refused(range.validate_cel(), "min must be below max");
     let log: TuningJob = example("tuningjob.yaml", |v| {
-        v["spec"]["parameterRanges"]["continuous"][0]["min"] = json!(0.0)
+        v["spec"]["parameterRanges"]["continuous"][0]["min"] = json!("0")
     });
     refused(log.validate_cel(), "Logarithmic scaling needs min > 0");
     let clash: TuningJob = example("tuningjob.yaml", |v| {
@@ -156,6 +238,26 @@ fn tuning_job_rules() {
         v["spec"]["strategy"]["type"] = json!("Hyperband")
     });
     refused(hyperband.validate_cel(), "strategy.hyperband is required");
+    let tuned_resource: TuningJob = example(
+        "tuningjob.yaml",
+        |v| v["spec"]["strategy"] = json!({"type": "Hyperband", "hyperband": {"resourceName": "learning_rate", "minResource": 1, "maxResource": 27}}),
+    );
+    refused(
+        tuned_resource.validate_cel(),
+        "cannot also be a tuned range",
+    );
+    let settings_elsewhere: TuningJob =
+        example(
+            "tuningjob.yaml",
+            |v| {
+                v["spec"]["strategy"]["hyperband"] =
+                    json!({"resourceName": "epochs", "minResource": 1, "maxResource": 27})
+            },
+        );
+    refused(
+        settings_elsewhere.validate_cel(),
+        "applies to strategy.type Hyperband only",
+    );
     let grid: TuningJob = example("tuningjob.yaml", |v| {
         v["spec"]["strategy"]["type"] = json!("Grid")
     });

@@ -175,3 +175,78 @@ fn model_package_group() {
     let group: kiln_api::ModelPackageGroup = round_trip("modelpackagegroup.yaml");
     group.validate_cel().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// The schema under `path` (`spec.inputs[].source`) of a CRD's schema.
+fn schema_at<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut here = root;
+    for part in path.split('.') {
+        let (name, items) = match part.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (part, false),
+        };
+        here = here.get("properties")?.get(name)?;
+        if items {
+            here = here.get("items")?;
+        }
+    }
+    Some(here)
+}
+
+#[test]
+fn every_field_the_sagemaker_mapping_names_exists() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/SAGEMAKER.md"))
+        .expect("operator/api/SAGEMAKER.md");
+    let schemas: std::collections::BTreeMap<String, Value> = kiln_api::crd::all()
+        .into_iter()
+        .map(|crd| {
+            let schema = crd.spec.versions[0]
+                .schema
+                .clone()
+                .unwrap()
+                .open_api_v3_schema;
+            (crd.spec.names.kind, serde_json::to_value(schema).unwrap())
+        })
+        .collect();
+    let (mut section_kind, mut checked, mut missing) = (None::<String>, 0, Vec::new());
+    for line in text.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            section_kind = heading
+                .split_whitespace()
+                .next()
+                .filter(|w| schemas.contains_key(*w))
+                .map(str::to_string);
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Some(kiln) = cells.get(2).filter(|_| line.starts_with('|')) else {
+            continue;
+        };
+        let quoted: Vec<&str> = kiln.split('`').skip(1).step_by(2).collect();
+        let kind = quoted
+            .iter()
+            .find(|q| schemas.contains_key(**q))
+            .map(|k| k.to_string())
+            .or(section_kind.clone());
+        for path in quoted
+            .iter()
+            .filter(|q| q.starts_with("spec.") || q.starts_with("status."))
+        {
+            let path = path.split([':', ' ']).next().unwrap();
+            let kind = kind
+                .as_deref()
+                .unwrap_or_else(|| panic!("no kind for {path} in: {line}"));
+            checked += 1;
+            if schema_at(&schemas[kind], path).is_none() {
+                missing.push(format!("{kind} {path}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "SAGEMAKER.md names fields the CRDs lack: {missing:#?}"
+    );
+    assert!(
+        checked >= 100,
+        "only {checked} Kiln paths found in SAGEMAKER.md"
+    );
+}
