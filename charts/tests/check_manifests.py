@@ -30,6 +30,15 @@ ALLOWED_RULES = {
     ("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update", "patch")
 } | {
     (group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")
+} | {
+    # The TrainingJob controller.
+    ("kiln.dev", "trainingjobs", verb) for verb in ("get", "list", "watch", "delete")
+} | {
+    ("kiln.dev", "trainingjobs/status", verb) for verb in ("get", "patch")
+} | {
+    ("", "pods", verb) for verb in ("get", "list", "watch", "create", "patch", "delete", "deletecollection")
+} | {
+    ("", resource, verb) for resource in ("configmaps", "services") for verb in ("get", "create", "patch")
 }
 
 NAMESPACED_KINDS = {

@@ -99,6 +99,21 @@ pub fn condition(
     }
 }
 
+/// A condition whose status is `Unknown`: a summary condition while the
+/// outcome is still open (`Succeeded` while a job runs).
+pub fn unknown(
+    type_: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    Condition {
+        status: "Unknown".to_string(),
+        ..condition(type_, false, reason, message, generation, now)
+    }
+}
+
 /// Inserts or replaces the condition of the same type. The transition time
 /// moves only when the status flips, as Kubernetes conventions require.
 /// Returns true when anything changed.

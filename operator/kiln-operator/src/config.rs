@@ -60,6 +60,67 @@ pub struct Config {
     /// Reconcile resources of this namespace only. Empty: all namespaces.
     #[arg(long, env = "KILN_WATCH_NAMESPACE", default_value = "")]
     pub watch_namespace: String,
+
+    /// The image of `kiln-runtime`: built-in algorithms, and the fetch, push
+    /// and checkpoint-sync steps of every training pod.
+    #[arg(long, env = "KILN_RUNTIME_IMAGE", default_value = concat!("kiln/runtime:", env!("CARGO_PKG_VERSION")))]
+    pub runtime_image: String,
+
+    /// The cluster's DNS domain, for the search path that makes the hosts
+    /// `algo-1..algo-N` of a job resolve.
+    #[arg(long, env = "KILN_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// The node label of spot capacity, as `key=value`: spot pods require it
+    /// (`capacityType: Spot`) or prefer it (`SpotWithFallback`).
+    #[arg(long, env = "KILN_SPOT_NODE_LABEL", default_value = "karpenter.sh/capacity-type=spot", value_parser = parse_key_value)]
+    pub spot_node_label: (String, String),
+
+    /// Taints of spot nodes that spot pods tolerate, as `key[=value]:Effect`,
+    /// comma-separated. The default covers GKE's and AKS's spot taints.
+    #[arg(long, env = "KILN_SPOT_TOLERATIONS", value_delimiter = ',', value_parser = parse_taint, default_value = "cloud.google.com/gke-spot=true:NoSchedule,kubernetes.azure.com/scalesetpriority=spot:NoSchedule")]
+    pub spot_tolerations: Vec<Taint>,
+}
+
+/// A taint to tolerate: key, optional value, effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taint {
+    /// The taint's key.
+    pub key: String,
+    /// Its value; None tolerates any value.
+    pub value: Option<String>,
+    /// NoSchedule, PreferNoSchedule or NoExecute.
+    pub effect: String,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
+fn parse_taint(s: &str) -> Result<Taint, String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not key[=value]:Effect"))?;
+    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+        return Err(format!(
+            "{s:?}: the effect must be NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (kv, None),
+    };
+    if key.is_empty() {
+        return Err(format!("{s:?} has no key"));
+    }
+    Ok(Taint {
+        key: key.to_string(),
+        value,
+        effect: effect.to_string(),
+    })
 }
 
 /// Log line formats.
@@ -130,6 +191,45 @@ mod tests {
         assert!(err.to_string().contains("xml"), "{err}");
         assert!(Config::try_parse_from(["kiln-operator", "--lease-duration-seconds=1"]).is_err());
         assert!(Config::try_parse_from(["kiln-operator", "--metrics-bind-address=nope"]).is_err());
+    }
+
+    #[test]
+    fn spot_label_and_taints_parse() {
+        let c = Config::try_parse_from(["kiln-operator"]).unwrap();
+        assert_eq!(
+            c.spot_node_label,
+            ("karpenter.sh/capacity-type".into(), "spot".into())
+        );
+        assert_eq!(c.spot_tolerations.len(), 2);
+        assert_eq!(c.spot_tolerations[0].key, "cloud.google.com/gke-spot");
+        let c = Config::try_parse_from([
+            "kiln-operator",
+            "--spot-tolerations=spot:NoExecute,pool=cheap:NoSchedule",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.spot_tolerations,
+            vec![
+                Taint {
+                    key: "spot".into(),
+                    value: None,
+                    effect: "NoExecute".into()
+                },
+                Taint {
+                    key: "pool".into(),
+                    value: Some("cheap".into()),
+                    effect: "NoSchedule".into()
+                },
+            ]
+        );
+        let err = Config::try_parse_from(["kiln-operator", "--spot-tolerations=spot:Sometimes"])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("NoSchedule, PreferNoSchedule or NoExecute"),
+            "{err}"
+        );
+        assert!(Config::try_parse_from(["kiln-operator", "--spot-node-label=novalue"]).is_err());
     }
 
     #[test]

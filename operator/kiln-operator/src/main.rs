@@ -73,9 +73,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    let ctx = controllers::Context {
-        watch_namespace: config.watch_namespace().map(str::to_string),
+    let settings = controllers::training_job::build::Settings {
+        runtime_image: config.runtime_image.clone(),
+        cluster_domain: config.cluster_domain.clone(),
+        spot_label: config.spot_node_label.clone(),
+        spot_tolerations: config
+            .spot_tolerations
+            .iter()
+            .map(|t| k8s_openapi::api::core::v1::Toleration {
+                key: Some(t.key.clone()),
+                operator: Some(if t.value.is_some() { "Equal" } else { "Exists" }.into()),
+                value: t.value.clone(),
+                effect: Some(t.effect.clone()),
+                ..Default::default()
+            })
+            .collect(),
     };
+    let ctx = controllers::Context::new(
+        client.clone(),
+        metrics.clone(),
+        settings,
+        config.watch_namespace().map(str::to_string),
+        config.identity(),
+    );
     let result = if config.leader_elect {
         let lease = leader::LeaseConfig {
             name: config.lease_name.clone(),

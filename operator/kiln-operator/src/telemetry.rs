@@ -2,7 +2,9 @@
 
 use std::io::IsTerminal;
 
-use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{Config, LogFormat};
@@ -45,6 +47,16 @@ pub struct Metrics {
     pub leader_acquisitions: IntCounter,
     /// 1 while the API server answers.
     pub api_server_reachable: IntGauge,
+    /// Reconciles by kind and result (ok, error).
+    pub reconciles: IntCounterVec,
+    /// Reconcile errors by kind and reason.
+    pub reconcile_errors: IntCounterVec,
+    /// Reconcile duration by kind.
+    pub reconcile_duration: HistogramVec,
+    /// Pods created, by the kind that owns them.
+    pub pods_created: IntCounterVec,
+    /// Objects by kind and state.
+    pub jobs: IntGaugeVec,
 }
 
 impl Metrics {
@@ -65,6 +77,42 @@ impl Metrics {
             "api_server_reachable",
             "1 while the Kubernetes API server answers",
         )?;
+        let reconciles = IntCounterVec::new(
+            Opts::new("reconciles_total", "Reconciles by kind and result"),
+            &["kind", "result"],
+        )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "reconcile_errors_total",
+                "Reconcile errors by kind and reason",
+            ),
+            &["kind", "reason"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new("reconcile_duration_seconds", "Time one reconcile takes").buckets(
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            ),
+            &["kind"],
+        )?;
+        let pods_created = IntCounterVec::new(
+            Opts::new(
+                "pods_created_total",
+                "Pods created, by the kind that owns them",
+            ),
+            &["kind"],
+        )?;
+        let jobs = IntGaugeVec::new(
+            Opts::new(
+                "objects",
+                "Objects by kind and state, from the controller's cache",
+            ),
+            &["kind", "state"],
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(pods_created.clone()))?;
+        registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(build))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(leader_acquisitions.clone()))?;
@@ -78,6 +126,11 @@ impl Metrics {
             leader,
             leader_acquisitions,
             api_server_reachable,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            pods_created,
+            jobs,
         })
     }
 
