@@ -262,9 +262,10 @@ pub fn column_sums(x: &[f32], d: usize, mean: Option<&[f64]>, threads: usize) ->
 mod tests {
     use super::*;
 
-    /// The `AnonHugePages` of the mapping of this process that holds `at`.
+    /// A field of the mapping of this process that holds `at`, from
+    /// `/proc/self/smaps` (`AnonHugePages`, `VmFlags`, ...).
     #[cfg(target_os = "linux")]
-    fn huge_kib_at(at: usize) -> Option<u64> {
+    fn smaps_field_at(at: usize, field: &str) -> Option<String> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
         let mut inside = false;
         for line in smaps.lines() {
@@ -274,8 +275,10 @@ mod tests {
                     (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
             {
                 inside = (lo..hi).contains(&at);
-            } else if inside && let Some(kib) = line.strip_prefix("AnonHugePages:") {
-                return kib.trim().trim_end_matches("kB").trim().parse().ok();
+            } else if inside
+                && let Some(value) = line.strip_prefix(field).and_then(|l| l.strip_prefix(':'))
+            {
+                return Some(value.trim().to_string());
             }
         }
         None
@@ -283,7 +286,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn large_tensors_land_on_huge_pages_where_the_kernel_offers_them() {
+    fn large_tensors_are_advised_onto_huge_pages_where_the_kernel_offers_them() {
         let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .unwrap_or_default();
         if mode.is_empty() || mode.contains("[never]") {
@@ -293,11 +296,18 @@ mod tests {
         let mut t = Tensor::empty([16 << 20], (Kind::Float, Device::Cpu));
         advise_huge_pages(&t);
         let _ = t.fill_(1.0);
-        // madvise splits the mapping: the advised part holds the middle,
-        // all of the 64 MiB but the partial 2 MiB pages at either end.
+        // madvise splits the mapping: the advised part holds the middle. The
+        // advice is what this code controls (the `hg` flag); how much the
+        // kernel then backs with huge pages depends on how fragmented memory
+        // is, so it is reported, not asserted.
         let middle = t.data_ptr() as usize + (32 << 20);
-        let kib = huge_kib_at(middle).expect("the tensor's mapping");
-        assert!(kib >= 60 << 10, "{kib} KiB on huge pages");
+        let flags = smaps_field_at(middle, "VmFlags").expect("the tensor's mapping");
+        assert!(
+            flags.split_whitespace().any(|f| f == "hg"),
+            "the tensor's mapping is not advised MADV_HUGEPAGE: VmFlags {flags}"
+        );
+        let huge = smaps_field_at(middle, "AnonHugePages").unwrap_or_default();
+        eprintln!("the advised 64 MiB tensor has {huge} on huge pages");
     }
 
     #[test]
