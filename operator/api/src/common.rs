@@ -271,6 +271,21 @@ pub const ENV_VALUE_MESSAGE: &str =
 /// The message of [`ENV_NAMES_RULE`].
 pub const ENV_NAMES_MESSAGE: &str = "environment variable names must start with a letter or _ and hold only letters, digits and _ (such as MY_VAR)";
 
+/// The schema of every environment list: a list keyed by `name` (see
+/// [`list_map_by_name`]), whose names are bounded so that the CEL rules over
+/// them stay within the API server's cost budget.
+pub(crate) fn env_list(schema: &mut schemars::Schema) {
+    list_map_by_name(schema);
+    if let Some(name) = schema
+        .get_mut("items")
+        .and_then(|i| i.get_mut("properties"))
+        .and_then(|p| p.get_mut("name"))
+        .and_then(|n| n.as_object_mut())
+    {
+        name.insert("maxLength".into(), 256.into());
+    }
+}
+
 /// How a list of named items merges under server-side apply and how the API
 /// server enforces unique names: `x-kubernetes-list-type: map` keyed by `name`.
 pub(crate) fn list_map_by_name(schema: &mut schemars::Schema) {

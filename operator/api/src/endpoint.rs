@@ -183,7 +183,7 @@ pub struct ModelSource {
     pub image: Option<String>,
     /// Environment variables of the serving container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("maxItems" = 48), transform = list_map_by_name)]
+    #[schemars(extend("maxItems" = 48), transform = crate::common::env_list)]
     #[x_kube(
         validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE),
         validation = Rule::new(crate::common::ENV_VALUE_RULE).message(crate::common::ENV_VALUE_MESSAGE)

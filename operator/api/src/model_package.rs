@@ -113,7 +113,7 @@ pub struct InferenceSpec {
     pub supported_response_types: Vec<String>,
     /// Environment of the serving container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("maxItems" = 48), transform = crate::common::list_map_by_name)]
+    #[schemars(extend("maxItems" = 48), transform = crate::common::env_list)]
     #[x_kube(
         validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE),
         validation = Rule::new(crate::common::ENV_VALUE_RULE).message(crate::common::ENV_VALUE_MESSAGE)

@@ -104,7 +104,7 @@ pub struct TrainingJobSpec {
     pub retry_strategy: RetryStrategy,
     /// Environment variables of every container (SageMaker `Environment`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("maxItems" = 48), transform = list_map_by_name)]
+    #[schemars(extend("maxItems" = 48), transform = crate::common::env_list)]
     #[x_kube(
         validation = Rule::new(crate::common::ENV_NAMES_RULE).message(crate::common::ENV_NAMES_MESSAGE),
         validation = Rule::new(crate::common::ENV_VALUE_RULE).message(crate::common::ENV_VALUE_MESSAGE)
