@@ -90,7 +90,7 @@ metadata: {name: wait-with-spot}
 spec:
   algorithm: {image: kiln/e2e-tools:v1, command: ["true"]}
   output: {location: {uri: "s3://kiln/e2e/out"}}
-  spot: {enabled: true}
+  capacityType: Spot
   stoppingCondition: {maxRuntimeSeconds: 3600, maxWaitSeconds: 7200}
 "#,
         )

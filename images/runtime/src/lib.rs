@@ -3,7 +3,9 @@
 //! channels ([`data`]), trains on CPU or CUDA with libtorch, all-reduces
 //! between ranks ([`dist`]), checkpoints ([`checkpoint`]), reports metrics
 //! ([`metrics`]) and writes a model artifact ([`artifact`]). `serve`
-//! ([`serve`]) answers predictions from those artifacts over HTTP.
+//! ([`serve`]) answers predictions from those artifacts over HTTP. `fetch`,
+//! `push` and `sync` ([`transfer`]) move channels, models and checkpoints
+//! between the pod and its object store.
 
 pub mod algo;
 pub mod artifact;
@@ -21,5 +23,6 @@ pub mod run;
 pub mod serve;
 pub mod sgd;
 pub mod storage;
+pub mod transfer;
 
 pub use error::{Error, Result};

@@ -1,12 +1,14 @@
 //! The `kiln-runtime` binary: `train` runs a built-in algorithm on the
 //! SageMaker training contract; `serve` serves its models (SageMaker
 //! inference contract and Open Inference Protocol); `describe` prints an
-//! algorithm's hyperparameters.
+//! algorithm's hyperparameters; `fetch`, `push` and `sync` move channels,
+//! models and checkpoints between the pod and its object store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kiln_runtime::transfer::{self, fetch, push, sync};
 use kiln_runtime::{algo, run, serve};
 
 #[derive(Parser, Debug)]
@@ -31,6 +33,88 @@ enum Command {
         /// The algorithm, e.g. `kmeans`.
         algorithm: String,
     },
+    /// Download every object under a storage URI (or the one it names) into
+    /// a folder: a channel's or the checkpoints' init container.
+    Fetch(FetchArgs),
+    /// Upload the model folder to a storage URI as model.tar.gz (or as
+    /// files): the training pod's main container.
+    Push(PushArgs),
+    /// Upload a folder's new and changed files every interval and once more
+    /// on SIGTERM: the checkpoint sidecar.
+    Sync(SyncArgs),
+}
+
+/// The termination message path of the transfer commands.
+#[derive(clap::Args, Debug)]
+struct TerminationArgs {
+    /// Where the failure reason (and push's artifact JSON) is written; a
+    /// path that cannot be written is skipped.
+    #[arg(long, env = "KILN_TERMINATION_MESSAGE", default_value = transfer::TERMINATION_LOG)]
+    termination_message: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct FetchArgs {
+    /// The storage URI: s3://bucket/prefix (or one object), gs://, az://.
+    #[arg(long)]
+    uri: String,
+    /// The folder the objects go to, at their key paths under the prefix.
+    #[arg(long)]
+    to: PathBuf,
+    /// Only this rank's objects, RANK/REPLICAS: object k of the sorted (or
+    /// shuffled) listing goes to rank k mod REPLICAS (ShardedByS3Key).
+    #[arg(long, value_name = "RANK/REPLICAS")]
+    shard: Option<fetch::Shard>,
+    /// Shuffle the listing with this seed before sharding (the same order
+    /// on every rank).
+    #[arg(long, value_name = "N")]
+    shuffle_seed: Option<u64>,
+    /// Unpack .tar.gz/.tgz objects into the folder and write .gz objects
+    /// without the suffix.
+    #[arg(long, value_enum)]
+    decompress: Option<fetch::Decompress>,
+    /// An empty location is not an error (restoring checkpoints of a first run).
+    #[arg(long)]
+    allow_empty: bool,
+    #[command(flatten)]
+    termination: TerminationArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct PushArgs {
+    /// The model folder.
+    #[arg(long, default_value = "/opt/ml/model")]
+    from: PathBuf,
+    /// The output URI: the archive goes to <URI>/model.tar.gz, or to the
+    /// URI itself when it ends in .tar.gz. Without it: nothing to push.
+    #[arg(long)]
+    to: Option<String>,
+    /// gzip: one model.tar.gz; none: the files under the URI.
+    #[arg(long, value_enum, default_value = "gzip")]
+    compression: push::Compression,
+    /// Encrypt the uploaded objects with this KMS key (SSE-KMS, s3:// only).
+    #[arg(long)]
+    kms_key_id: Option<String>,
+    #[command(flatten)]
+    termination: TerminationArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct SyncArgs {
+    /// The folder to upload.
+    #[arg(long, default_value = "/opt/ml/checkpoints")]
+    dir: PathBuf,
+    /// The storage URI the files go under, at their relative paths.
+    #[arg(long)]
+    to: String,
+    /// Seconds between passes.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    interval_seconds: u64,
+    /// Encrypt the uploaded objects with this KMS key (SSE-KMS, s3:// only).
+    #[arg(long)]
+    kms_key_id: Option<String>,
+    #[command(flatten)]
+    termination: TerminationArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,9 +191,76 @@ struct ServeArgs {
     http_threads: Option<usize>,
 }
 
+/// Parses the command line; a transfer command's usage error also goes to
+/// its termination message, where the operator reads why a container failed.
+fn parse() -> Cli {
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let transfer = matches!(
+        args.get(1).map(String::as_str),
+        Some("fetch" | "push" | "sync")
+    );
+    if transfer && e.use_stderr() {
+        let flag = "--termination-message";
+        let path = args
+            .iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+            .or_else(|| {
+                args.iter()
+                    .find_map(|a| a.strip_prefix("--termination-message=").map(String::from))
+            })
+            .or_else(|| std::env::var("KILN_TERMINATION_MESSAGE").ok())
+            .unwrap_or_else(|| transfer::TERMINATION_LOG.to_string());
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        transfer::write_termination_message(
+            Path::new(&path),
+            first.strip_prefix("error: ").unwrap_or(first),
+        );
+    }
+    e.exit()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     match cli.command {
+        Command::Fetch(args) => {
+            let options = fetch::Options {
+                uri: args.uri,
+                to: args.to,
+                shard: args.shard,
+                shuffle_seed: args.shuffle_seed,
+                decompress: args.decompress,
+                allow_empty: args.allow_empty,
+            };
+            let path = args.termination.termination_message;
+            ExitCode::from(transfer::report(&path, || fetch::run(&options)))
+        }
+        Command::Push(args) => {
+            let options = push::Options {
+                from: args.from,
+                to: args.to,
+                compression: args.compression,
+                kms_key_id: args.kms_key_id,
+                termination_message: args.termination.termination_message.clone(),
+            };
+            let path = args.termination.termination_message;
+            ExitCode::from(transfer::report(&path, || push::run(&options)))
+        }
+        Command::Sync(args) => {
+            let options = sync::Options {
+                dir: args.dir,
+                to: args.to,
+                interval: std::time::Duration::from_secs(args.interval_seconds),
+                kms_key_id: args.kms_key_id,
+            };
+            let path = args.termination.termination_message;
+            ExitCode::from(transfer::report(&path, || sync::run(&options)))
+        }
         Command::Describe { algorithm } => match algo::find(&algorithm) {
             Ok(a) => {
                 println!("{}", kiln_runtime::hyper::markdown_table(&a.specs()));

@@ -10,17 +10,28 @@
 //! A URI names either one object or every object under a prefix (a
 //! "folder"); hidden objects (a name starting with `.`) and folder markers
 //! are skipped. Objects are streamed: [`Remote::download`] writes them to
-//! disk chunk by chunk, [`Remote::reader`] hands one to synchronous code as
-//! a [`Read`], and Parquet is read by row group with range requests.
+//! disk chunk by chunk ([`CONCURRENCY`] at once), [`Remote::reader`] hands
+//! one to synchronous code as a [`Read`], Parquet is read by row group with
+//! range requests, and [`Remote::upload_file`] and [`Remote::writer`] send
+//! files and streams of any size (a multipart upload past one part).
+//!
+//! The client retries each request that fails transiently (5xx, throttling,
+//! a dropped connection: up to 10 times within 3 minutes, with backoff) and
+//! resumes a body broken mid-download; what it gives up on is tried again
+//! as a whole object, [`ATTEMPTS`] times in all ([`with_retries`]).
 
-use std::io::{Read, Write};
+use std::future::Future;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A storage URI that cannot be used, with what to fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -31,6 +42,155 @@ type Result<T> = std::result::Result<T, StorageError>;
 
 /// The schemes served by an object store (`file://` is a local path).
 pub const SCHEMES: [&str; 3] = ["s3", "gs", "az"];
+
+/// Objects downloaded at once by [`Remote::download`].
+pub const CONCURRENCY: usize = 8;
+
+/// Tries of one object (or one upload) when a failure is transient.
+pub const ATTEMPTS: u32 = 3;
+
+/// Bytes read from a file per chunk of an upload.
+const CHUNK: usize = 1 << 20;
+
+/// The smallest part of a multipart upload, and the size below which an
+/// upload is one request.
+const MIN_PART: usize = 10 << 20;
+
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// Settings of a client beyond what the environment gives.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Encrypt the objects written with this KMS key (SSE-KMS; s3:// only).
+    pub kms_key_id: Option<String>,
+}
+
+/// A failed attempt: what went wrong, and whether trying again may help.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: StorageError,
+    pub transient: bool,
+}
+
+impl Failed {
+    /// A failure that trying again does not fix (a local file, a bad name).
+    pub fn permanent(error: StorageError) -> Failed {
+        Failed {
+            error,
+            transient: false,
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails permanently, or has failed
+/// [`ATTEMPTS`] times; waits 1 s, then 4 s, between tries, saying so on
+/// stderr.
+pub async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, Failed>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(failed) if failed.transient && tries < ATTEMPTS => {
+                let wait = Duration::from_secs(4u64.pow(tries - 1));
+                eprintln!(
+                    "{}; trying again in {} s (attempt {} of {ATTEMPTS})",
+                    failed.error,
+                    wait.as_secs(),
+                    tries + 1
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(failed) => return Err(failed.error),
+        }
+    }
+}
+
+/// Whether a store error may go away on its own (a network or server
+/// failure), as opposed to one the request itself causes.
+fn transient(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    let text = e.to_string();
+    !matches!(
+        e,
+        E::NotFound { .. }
+            | E::InvalidPath { .. }
+            | E::NotSupported { .. }
+            | E::AlreadyExists { .. }
+            | E::Precondition { .. }
+            | E::NotModified { .. }
+            | E::NotImplemented { .. }
+            | E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::UnknownConfigurationKey { .. }
+    ) && !text.contains("403 Forbidden")
+        && !text.contains("401 Unauthorized")
+        && !text.contains("404 Not Found")
+}
+
+/// The part size of a multipart upload of about `expected` bytes: 10 MiB,
+/// or larger so that the upload needs at most 9,000 parts (S3 allows 10,000).
+pub fn part_size(expected: u64) -> usize {
+    let needed = expected.div_ceil(9_000).next_multiple_of(1 << 20);
+    usize::try_from(needed).unwrap_or(usize::MAX).max(MIN_PART)
+}
+
+/// What [`Remote::upload_file`] sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uploaded {
+    pub bytes: u64,
+    /// SHA-256 of the bytes sent, in lowercase hex.
+    pub sha256: String,
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One object being written as a stream of chunks (see [`Remote::writer`]):
+/// one request when it stays under a part, else a multipart upload that is
+/// completed by [`ObjectWriter::finish`] and removed by
+/// [`ObjectWriter::abort`], so no partial object is ever visible.
+pub struct ObjectWriter {
+    writer: BufWriter,
+    remote: Remote,
+}
+
+impl ObjectWriter {
+    /// Appends a chunk (waits while the parts in flight are at the limit).
+    pub async fn put(&mut self, chunk: Bytes) -> std::result::Result<(), Failed> {
+        let remote = &self.remote;
+        self.writer.put(chunk).await.map_err(|e| remote.failed(&e))
+    }
+
+    /// Completes the object.
+    pub async fn finish(mut self) -> std::result::Result<(), Failed> {
+        let remote = &self.remote;
+        self.writer.shutdown().await.map_err(|e| {
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<object_store::Error>())
+            {
+                Some(store) => remote.failed(store),
+                None => Failed {
+                    error: StorageError(format!("{}: {e}", remote.uri)),
+                    transient: true,
+                },
+            }
+        })
+    }
+
+    /// Drops what was sent of the object (an unfinished multipart upload).
+    pub async fn abort(mut self) {
+        let _ = self.writer.abort().await;
+    }
+}
 
 /// Whether `uri` names an object store location rather than a local path.
 pub fn is_remote(uri: &str) -> bool {
@@ -78,6 +238,20 @@ impl Remote {
 
     /// Opens `uri` with the given environment (tests pass their own).
     pub fn open_with(uri: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Remote> {
+        Self::open_with_options(uri, env, &Options::default())
+    }
+
+    /// Opens `uri` with credentials from the environment and `options`.
+    pub fn open_options(uri: &str, options: &Options) -> Result<Remote> {
+        Self::open_with_options(uri, std::env::vars(), options)
+    }
+
+    /// Opens `uri` with the given environment and `options`.
+    pub fn open_with_options(
+        uri: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        options: &Options,
+    ) -> Result<Remote> {
         install_crypto();
         let url = url::Url::parse(uri)
             .map_err(|e| StorageError(format!("{uri}: not a valid URI: {e}")))?;
@@ -95,6 +269,13 @@ impl Remote {
                 .map(|(_, v)| v.clone())
         };
         let bad = |e: object_store::Error| StorageError(format!("{uri}: {}", describe(&e)));
+        if options.kms_key_id.is_some() && url.scheme() != "s3" {
+            return Err(StorageError(format!(
+                "{uri}: a KMS key id applies to s3:// only; {}:// objects are encrypted with the \
+                 bucket's or account's own key settings",
+                url.scheme()
+            )));
+        }
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" => {
                 let mut b = configure(
@@ -110,6 +291,9 @@ impl Remote {
                 }
                 if lookup("AWS_REGION").is_none() && lookup("AWS_DEFAULT_REGION").is_none() {
                     b = b.with_region("us-east-1");
+                }
+                if let Some(key) = &options.kms_key_id {
+                    b = b.with_sse_kms_encryption(key);
                 }
                 Arc::new(b.build().map_err(bad)?)
             }
@@ -148,6 +332,15 @@ impl Remote {
     /// The objects the URI names, sorted by key: every object under the
     /// prefix, or the one object of that key. An error when there are none.
     pub async fn list(&self) -> Result<Vec<Object>> {
+        let out = self.list_objects().await?;
+        if out.is_empty() {
+            return Err(StorageError(format!("{}: no objects there", self.uri)));
+        }
+        Ok(out)
+    }
+
+    /// Like [`Remote::list`], but none is an empty list.
+    pub async fn list_objects(&self) -> Result<Vec<Object>> {
         let mut out = Vec::new();
         let base = self.prefix.as_ref();
         let mut listing = self.store.list(Some(&self.prefix));
@@ -185,65 +378,179 @@ impl Remote {
                 Err(e) => return Err(self.err(&e)),
             }
         }
-        if out.is_empty() {
-            return Err(StorageError(format!("{}: no objects there", self.uri)));
-        }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     /// Writes `objects` (from [`Remote::list`]) under `dest`, each at its
-    /// relative name, streaming; returns the bytes written.
+    /// relative name, streaming, [`CONCURRENCY`] at once; returns the bytes
+    /// written.
     pub async fn download(&self, objects: &[Object], dest: &Path) -> Result<u64> {
+        // The futures are made first: a stream holding this closure is not
+        // Send (the compiler cannot prove it for every lifetime of the
+        // reference), and the model server needs Send futures.
+        let downloads: Vec<_> = objects
+            .iter()
+            .map(|object| self.download_into(object, dest))
+            .collect();
+        let mut downloads = futures::stream::iter(downloads).buffer_unordered(CONCURRENCY);
         let mut total = 0;
-        for object in objects {
-            let target = safe_join(dest, &object.relative).ok_or_else(|| {
-                StorageError(format!(
-                    "{}: object {} escapes the destination folder",
-                    self.uri, object.key
-                ))
-            })?;
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-            }
-            let mut file = std::fs::File::create(&target).map_err(|e| io_err(&target, e))?;
-            let mut stream = self.get_stream(&object.key).await?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| self.err(&e))?;
-                file.write_all(&chunk).map_err(|e| io_err(&target, e))?;
-                total += chunk.len() as u64;
-            }
-            file.sync_all().map_err(|e| io_err(&target, e))?;
+        while let Some(bytes) = downloads.next().await {
+            total += bytes?;
         }
         Ok(total)
     }
 
-    /// Uploads every file under `src` to the prefix, at its relative name.
-    pub async fn upload_dir(&self, src: &Path) -> Result<u64> {
-        let mut total = 0;
-        let mut stack = vec![src.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
-                let path = entry.map_err(|e| io_err(&dir, e))?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let relative = path.strip_prefix(src).unwrap_or(&path);
-                let relative: Vec<String> = relative
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                let key = self.key(&relative.join("/"))?;
-                let data = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
-                total += data.len() as u64;
-                self.store
-                    .put(&key, data.into())
+    async fn download_into(&self, object: &Object, dest: &Path) -> Result<u64> {
+        let target = self.target(dest, object)?;
+        self.download_object(object, &target).await
+    }
+
+    /// Where `object` goes under `dest`: at its relative name, refused when
+    /// that would leave `dest`.
+    pub fn target(&self, dest: &Path, object: &Object) -> Result<PathBuf> {
+        safe_join(dest, &object.relative).ok_or_else(|| {
+            StorageError(format!(
+                "{}: object {} escapes the destination folder",
+                self.uri, object.key
+            ))
+        })
+    }
+
+    /// Writes one object to the file `target`, streaming, through a hidden
+    /// partial file renamed into place once complete (so a present file is
+    /// whole); tries again on transient failures. Returns its bytes.
+    pub async fn download_object(&self, object: &Object, target: &Path) -> Result<u64> {
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_err(parent, e))?;
+        }
+        let partial = partial_name(target);
+        let result = with_retries(|| self.download_once(&object.key, &partial)).await;
+        match result {
+            Ok(bytes) => {
+                tokio::fs::rename(&partial, target)
                     .await
-                    .map_err(|e| self.err(&e))?;
+                    .map_err(|e| io_err(target, e))?;
+                Ok(bytes)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                Err(e)
             }
         }
+    }
+
+    async fn download_once(&self, key: &str, path: &Path) -> std::result::Result<u64, Failed> {
+        let local = |e| Failed::permanent(io_err(path, e));
+        let mut file = tokio::fs::File::create(path).await.map_err(local)?;
+        let got = self
+            .store
+            .get(&ObjectPath::from(key))
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let mut stream = got.into_stream();
+        let mut total = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.failed(&e))?;
+            file.write_all(&chunk).await.map_err(local)?;
+            total += chunk.len() as u64;
+        }
+        file.sync_all().await.map_err(local)?;
         Ok(total)
+    }
+
+    /// Uploads every file under `src` to the prefix, at its relative name,
+    /// each streamed ([`Remote::upload_file`]); returns the bytes sent.
+    pub async fn upload_dir(&self, src: &Path) -> Result<u64> {
+        let mut total = 0;
+        for entry in walkdir::WalkDir::new(src).sort_by_file_name() {
+            let entry = entry.map_err(|e| StorageError(format!("{}: {e}", src.display())))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let relative = relative_name(src, entry.path());
+            total += self.upload_file(entry.path(), &relative).await?.bytes;
+        }
+        Ok(total)
+    }
+
+    /// Uploads the file `path` to `relative` under the prefix (`""`: the
+    /// key the URI names), streamed: one request below a part (10 MiB),
+    /// else a multipart upload; tries again on transient failures. Returns
+    /// the bytes sent and their SHA-256.
+    pub async fn upload_file(&self, path: &Path, relative: &str) -> Result<Uploaded> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| io_err(path, e))?
+            .len();
+        with_retries(|| self.upload_once(path, relative, size)).await
+    }
+
+    async fn upload_once(
+        &self,
+        path: &Path,
+        relative: &str,
+        size: u64,
+    ) -> std::result::Result<Uploaded, Failed> {
+        let local = |e| Failed::permanent(io_err(path, e));
+        let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+        let mut writer = self.writer(relative, size).map_err(Failed::permanent)?;
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut bytes = 0;
+        loop {
+            let mut chunk = BytesMut::with_capacity(CHUNK);
+            while chunk.len() < CHUNK {
+                match file.read_buf(&mut chunk).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        writer.abort().await;
+                        return Err(local(e));
+                    }
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            digest.update(&chunk);
+            bytes += chunk.len() as u64;
+            if let Err(e) = writer.put(chunk.freeze()).await {
+                writer.abort().await;
+                return Err(e);
+            }
+        }
+        writer.finish().await?;
+        Ok(Uploaded {
+            bytes,
+            sha256: hex(digest.finish().as_ref()),
+        })
+    }
+
+    /// A writer of the object at `relative` under the prefix (`""`: the key
+    /// the URI names), whose size is about `expected` bytes (which sets the
+    /// part size; 0 when unknown).
+    pub fn writer(&self, relative: &str, expected: u64) -> Result<ObjectWriter> {
+        let key = self.key(relative)?;
+        if key.as_ref().is_empty() {
+            return Err(StorageError(format!(
+                "{}: no object key; write {}/name",
+                self.uri, self.root
+            )));
+        }
+        let writer = BufWriter::with_capacity(self.store.clone(), key, part_size(expected))
+            .with_max_concurrency(PARTS_IN_FLIGHT);
+        Ok(ObjectWriter {
+            writer,
+            remote: self.clone(),
+        })
+    }
+
+    /// The URI of the object at `relative` under the prefix (`""`: the
+    /// object the URI names).
+    pub fn uri_of(&self, relative: &str) -> Result<String> {
+        Ok(format!("{}/{}", self.root, self.key(relative)?.as_ref()))
     }
 
     /// Writes one object at `relative` under the prefix.
@@ -311,6 +618,14 @@ impl Remote {
     pub fn err(&self, e: &object_store::Error) -> StorageError {
         StorageError(format!("{}: {}", self.uri, describe(e)))
     }
+
+    /// A store error as a failed attempt.
+    fn failed(&self, e: &object_store::Error) -> Failed {
+        Failed {
+            error: self.err(e),
+            transient: transient(e),
+        }
+    }
 }
 
 /// Applies every environment variable that names a setting of the store
@@ -363,6 +678,27 @@ fn describe(e: &object_store::Error) -> String {
 
 fn io_err(path: &Path, e: std::io::Error) -> StorageError {
     StorageError(format!("{}: {e}", path.display()))
+}
+
+/// The hidden name a download is written to before it is complete:
+/// `.<name>.partial` beside `target` (hidden, so no reader of the folder
+/// takes it for data).
+pub fn partial_name(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.partial"))
+}
+
+/// `path` relative to `base` with `/` separators (an object name).
+pub fn relative_name(base: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(base).unwrap_or(path);
+    relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `dest/relative`, or `None` when `relative` would leave `dest`.
@@ -468,7 +804,7 @@ pub fn unpack_into(archive: &Path, dest: &Path) -> Result<()> {
 }
 
 /// Unpacks a `.tar.gz` into `dest` (entries that would leave it are refused).
-fn unpack(archive: &Path, dest: &Path) -> Result<()> {
+pub fn unpack(archive: &Path, dest: &Path) -> Result<()> {
     let file = std::fs::File::open(archive).map_err(|e| io_err(archive, e))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     tar.set_overwrite(true);
