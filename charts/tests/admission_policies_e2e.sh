@@ -230,6 +230,9 @@ EOF
 }
 
 # --- cases --------------------------------------------------------------------
+# Each case reads its manifest from a pipe: the counters must live in this
+# shell, not in the subshell a pipeline's last command would otherwise get.
+shopt -s lastpipe
 passed=0
 failed=0
 ok() { passed=$((passed + 1)); printf 'ok    %s\n' "$1"; }

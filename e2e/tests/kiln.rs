@@ -303,6 +303,37 @@ fn helm(repo: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The chart's sample admission policies, installed on the real API server,
+/// refuse and allow what they should for impersonated users
+/// (`charts/tests/admission_policies_e2e.sh`: server-side dry runs, in
+/// namespaces of its own that only its bindings select).
+#[tokio::test]
+#[ignore = "needs the local cluster: make test-e2e"]
+async fn admission_policies_refuse_what_they_should() {
+    run("admission", |ns| async move {
+        // The CRDs exist before the script looks, so it never deletes them
+        // under the tests running beside it.
+        apply_kiln_crds(&ns).await?;
+        let repo = &ns.cluster.repo;
+        let out = Command::new(repo.join("charts/tests/admission_policies_e2e.sh"))
+            .env("KUBECONFIG", &ns.cluster.kubeconfig)
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "the admission policy cases failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            stdout.contains(" 0 failed")
+                && stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 20,
+            "fewer cases than expected ran:\n{stdout}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test]
 #[ignore = "needs the local cluster: make test-e2e"]
 async fn helm_install_runs_the_operator_which_holds_the_lease() {
