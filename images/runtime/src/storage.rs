@@ -365,6 +365,25 @@ impl Remote {
                 size: meta.size,
             });
         }
+        // A folder marker (a `name/` object, as consoles make folders) is
+        // listed without its slash, as an empty object `name` that is not
+        // there: each empty object is asked for (they are few).
+        let mut objects = Vec::with_capacity(out.len());
+        for object in out {
+            if object.size == 0 {
+                match self
+                    .store
+                    .head(&ObjectPath::from(object.key.as_str()))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(self.err(&e)),
+                }
+            }
+            objects.push(object);
+        }
+        let mut out = objects;
         if out.is_empty() && !base.is_empty() {
             // Not a prefix: perhaps the URI names one object.
             match self.store.head(&self.prefix).await {
