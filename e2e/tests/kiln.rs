@@ -354,7 +354,7 @@ async fn helm_install_runs_the_operator_which_holds_the_lease() {
             .args(["--set", "image.tag=dev", "--set", "image.pullPolicy=Never"])
             .args([
                 "--set",
-                "operator.watchNamespace=",
+                &format!("operator.watchNamespace={}", ns.name),
                 "--wait",
                 "--timeout",
                 "4m",
@@ -489,6 +489,279 @@ spec:
                 "rank {rank} did not all-reduce: {logs}"
             );
         }
+        Ok(())
+    })
+    .await;
+}
+
+/// The store's credentials from `default`, copied into the test's namespace
+/// as a user would, and the bucket they open.
+async fn s3_secret(ns: &TestNamespace) -> Result<S3> {
+    use k8s_openapi::api::core::v1::Secret;
+    let source: Secret = Api::namespaced(ns.client.clone(), "default")
+        .get("kiln-s3")
+        .await?;
+    let data = source.data.clone().context("the kiln-s3 Secret is empty")?;
+    let mut copy = Secret {
+        data: Some(data.clone()),
+        ..Default::default()
+    };
+    copy.metadata.name = Some("kiln-s3".into());
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
+        .create(&Default::default(), &copy)
+        .await?;
+    let get = |k: &str| {
+        String::from_utf8(data.get(k).map(|b| b.0.clone()).unwrap_or_default())
+            .with_context(|| format!("kiln-s3 {k}"))
+    };
+    let endpoint = get("AWS_ENDPOINT_URL")?;
+    Ok(S3 {
+        access: get("AWS_ACCESS_KEY_ID")?,
+        secret: get("AWS_SECRET_ACCESS_KEY")?,
+        bucket: get("S3_BUCKET")?,
+        port: endpoint.rsplit(':').next().unwrap_or("8333").to_string(),
+    })
+}
+
+/// The local cluster's S3 store, reached from the host.
+struct S3 {
+    access: String,
+    secret: String,
+    bucket: String,
+    port: String,
+}
+
+impl S3 {
+    fn curl(&self, key: &str, extra: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new("curl")
+            .args(["-fsS", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+            .arg(format!("{}:{}", self.access, self.secret))
+            .args(extra)
+            .arg(format!(
+                "http://127.0.0.1:{}/{}/{key}",
+                self.port, self.bucket
+            ))
+            .output()?)
+    }
+
+    fn put(&self, key: &str, file: &Path) -> Result<()> {
+        let out = self.curl(key, &["-T", file.to_str().unwrap()])?;
+        ensure!(
+            out.status.success(),
+            "uploading {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// The object's bytes.
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let out = self.curl(key, &[])?;
+        ensure!(
+            out.status.success(),
+            "reading {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out.stdout)
+    }
+}
+
+/// Installs the chart into the test's namespace, watching only it, with the
+/// images `make test-images` built and loaded into the nodes.
+fn install_operator(ns: &TestNamespace) -> Result<()> {
+    let repo = &ns.cluster.repo;
+    let out = Command::new(helm(repo)?)
+        .args(["upgrade", "--install", &ns.name])
+        .arg(repo.join("charts/kiln"))
+        .args(["--namespace", &ns.name, "--kubeconfig"])
+        .arg(&ns.cluster.kubeconfig)
+        .args(["--set", "image.tag=dev", "--set", "image.pullPolicy=Never"])
+        .args(["--set", "operator.runtimeImage=kiln/runtime:dev"])
+        .args(["--set", &format!("operator.watchNamespace={}", ns.name)])
+        .args(["--wait", "--timeout", "4m"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "helm install failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A TrainingJob's status as JSON, read through kubectl.
+fn job_status(ns: &TestNamespace, name: &str) -> Result<serde_json::Value> {
+    let text = ns.kubectl(&["get", "trainingjob", name, "-o", "json"])?;
+    let job: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(job["status"].clone())
+}
+
+/// The status of the job's `Succeeded` condition once it is True or False.
+async fn wait_finished(
+    ns: &TestNamespace,
+    name: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
+    wait_until(
+        &format!("TrainingJob {name} to finish"),
+        timeout,
+        || async {
+            let status = job_status(ns, name)?;
+            let done = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Succeeded" && c["status"] != "Unknown");
+            Ok(done.then_some(status))
+        },
+    )
+    .await
+}
+
+fn succeeded_condition(status: &serde_json::Value) -> serde_json::Value {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Succeeded")
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn linear_learner_job(name: &str, bucket: &str, prefix: &str, replicas: i32) -> String {
+    let distribution = if replicas > 1 { "DataParallel" } else { "None" };
+    format!(
+        r#"
+apiVersion: kiln.dev/v1alpha1
+kind: TrainingJob
+metadata: {{name: {name}}}
+spec:
+  algorithm: {{name: linear-learner}}
+  hyperparameters:
+    predictor_type: multiclass_classifier
+    num_classes: "3"
+    epochs: "20"
+    mini_batch_size: "16"
+  inputs:
+    - name: train
+      source: {{uri: "s3://{bucket}/{prefix}/train/", secretRef: {{name: kiln-s3}}}}
+      contentType: text/csv
+    - name: validation
+      source: {{uri: "s3://{bucket}/{prefix}/validation/", secretRef: {{name: kiln-s3}}}}
+      contentType: text/csv
+  output:
+    location: {{uri: "s3://{bucket}/{prefix}/out/", secretRef: {{name: kiln-s3}}}}
+  resources:
+    replicas: {replicas}
+    compute: {{cpu: 250m, memory: 512Mi}}
+  distribution: {{strategy: {distribution}}}
+  stoppingCondition: {{maxRuntimeSeconds: 600}}
+"#
+    )
+}
+
+/// `kubectl apply` of a TrainingJob trains: two data-parallel ranks fetch
+/// iris from the S3 store, train the built-in linear learner, and rank 0
+/// uploads model.tar.gz to the output location, whose URI lands in status.
+#[tokio::test]
+#[ignore = "needs the local cluster and the Kiln images: make test-e2e"]
+async fn training_job_trains_from_s3_and_uploads_its_model() {
+    run("train", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        let s3 = s3_secret(&ns).await?;
+        let data = ns.cluster.repo.join("e2e/manifests/data/iris");
+        let prefix = format!("e2e/{}/iris", ns.name);
+        s3.put(&format!("{prefix}/train/data.csv"), &data.join("train.csv"))?;
+        s3.put(
+            &format!("{prefix}/validation/data.csv"),
+            &data.join("validation.csv"),
+        )?;
+        install_operator(&ns)?;
+        ns.apply(&linear_learner_job("iris", &s3.bucket, &prefix, 2))
+            .await?;
+        let status = wait_finished(&ns, "iris", 5 * MINUTE).await?;
+        let succeeded = succeeded_condition(&status);
+        ensure!(
+            succeeded["status"] == "True",
+            "the job did not succeed: {status:#}"
+        );
+        ensure!(status["state"] == "Completed", "state: {status:#}");
+        let uri = status["modelArtifactUri"].as_str().unwrap_or_default();
+        let key = format!("{prefix}/out/{}/iris/output/model.tar.gz", ns.name);
+        ensure!(
+            uri == format!("s3://{}/{key}", s3.bucket),
+            "modelArtifactUri {uri:?}, expected the object {key}"
+        );
+        let artifact = s3.get(&key)?;
+        ensure!(
+            artifact.len() > 100 && artifact.starts_with(&[0x1f, 0x8b]),
+            "the artifact is no gzip archive ({} bytes)",
+            artifact.len()
+        );
+        let attempts = status["attempts"].as_array().cloned().unwrap_or_default();
+        ensure!(
+            attempts.len() == 1 && attempts[0]["endReason"] == "Succeeded",
+            "attempts: {attempts:#?}"
+        );
+        // One pod per rank, named by attempt and rank, hosts algo-1 and algo-2.
+        for (rank, host) in [(0, "algo-1"), (1, "algo-2")] {
+            let pod = ns.pods().get(&format!("iris-a1-{rank}")).await?;
+            let spec = pod.spec.unwrap_or_default();
+            ensure!(
+                spec.hostname.as_deref() == Some(host),
+                "rank {rank} host {:?}",
+                spec.hostname
+            );
+        }
+        ensure!(
+            status["billableSeconds"].as_i64().unwrap_or(0)
+                >= status["trainingSeconds"].as_i64().unwrap_or(0),
+            "billable seconds below training seconds: {status:#}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// Bad data ends the job Failed with the runtime's own reason, at once: a
+/// built-in's bad-input exit is not retried.
+#[tokio::test]
+#[ignore = "needs the local cluster and the Kiln images: make test-e2e"]
+async fn training_job_on_bad_data_fails_with_the_runtimes_reason() {
+    run("train-bad", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        let s3 = s3_secret(&ns).await?;
+        let dir = std::env::temp_dir().join(format!("kiln-e2e-{}", ns.name));
+        std::fs::create_dir_all(&dir)?;
+        let bad = dir.join("bad.csv");
+        std::fs::write(
+            &bad,
+            "0,5.1,3.5,1.4,0.2\n1,7.0,3.2,4.7\n2,6.3,3.3,6.0,2.5\n",
+        )?;
+        let prefix = format!("e2e/{}/bad", ns.name);
+        s3.put(&format!("{prefix}/train/data.csv"), &bad)?;
+        s3.put(&format!("{prefix}/validation/data.csv"), &bad)?;
+        std::fs::remove_dir_all(&dir).ok();
+        install_operator(&ns)?;
+        let job = linear_learner_job("bad", &s3.bucket, &prefix, 1).replace(
+            "  stoppingCondition:",
+            "  retryStrategy: {maxAttempts: 3}\n  stoppingCondition:",
+        );
+        ns.apply(&job).await?;
+        let status = wait_finished(&ns, "bad", 5 * MINUTE).await?;
+        let succeeded = succeeded_condition(&status);
+        let message = succeeded["message"].as_str().unwrap_or_default();
+        ensure!(
+            succeeded["status"] == "False",
+            "the job did not fail: {status:#}"
+        );
+        ensure!(
+            message.contains("channel train") && message.contains("exited 2"),
+            "the failure does not carry the runtime's reason: {message:?}"
+        );
+        ensure!(status["state"] == "Failed", "state: {status:#}");
+        let attempts = status["attempts"].as_array().map_or(0, Vec::len);
+        ensure!(attempts == 1, "bad input was retried: {attempts} attempts");
         Ok(())
     })
     .await;

@@ -302,8 +302,10 @@ pub struct OutputSpec {
     /// The prefix under which `<namespace>/<job name>/output/model.tar.gz` (or the
     /// uncompressed model folder) is written (SageMaker `S3OutputPath`).
     pub location: StorageLocation,
-    /// Compression of the model artifact (SageMaker `CompressionType`).
-    #[serde(default)]
+    /// Compression of the model artifact (SageMaker `CompressionType`):
+    /// `Gzip` (the default, as in SageMaker) writes one `model.tar.gz`,
+    /// `None` the model's files under `.../output/model/`.
+    #[serde(default = "gzip")]
     pub compression: Compression,
     /// The server-side encryption key for the artifact (SageMaker `KmsKeyId`), passed
     /// to the store as is.
@@ -354,6 +356,10 @@ impl Default for TrainingResources {
 
 fn one() -> i32 {
     1
+}
+
+fn gzip() -> Compression {
+    Compression::Gzip
 }
 
 /// How ranks share the work.

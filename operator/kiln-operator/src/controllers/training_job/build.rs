@@ -361,9 +361,19 @@ fn pod_spec(
             ..Volume::default()
         },
     ];
+    // /opt/ml/output is a volume of its own: the training container's
+    // termination message is /opt/ml/output/failure, and the container
+    // runtime creates the folder of that file as root, so without a volume
+    // there the algorithm (not root) could not write beside it.
+    volumes.push(Volume {
+        name: "kiln-output".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
     let mut mounts = vec![
         mount("kiln-ml", ML, false),
         mount("kiln-config", CONFIG_DIR, true),
+        mount("kiln-output", "/opt/ml/output", false),
     ];
     if let Some(size) = &placement.shm_size {
         volumes.push(Volume {

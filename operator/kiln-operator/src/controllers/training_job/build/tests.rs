@@ -173,6 +173,13 @@ fn ranks_see_the_sagemaker_and_pytorch_variables() {
         train.termination_message_path.as_deref(),
         Some("/opt/ml/output/failure")
     );
+    // The failure file's folder is a volume the (non-root) algorithm can write.
+    let mounts = train.volume_mounts.as_ref().unwrap();
+    let output = mounts
+        .iter()
+        .find(|m| m.mount_path == "/opt/ml/output")
+        .unwrap();
+    assert_eq!(output.name, "kiln-output");
     let dns = children.pods[1]
         .spec
         .as_ref()
