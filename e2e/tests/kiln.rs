@@ -698,6 +698,17 @@ async fn training_job_trains_from_s3_and_uploads_its_model() {
             "the artifact is no gzip archive ({} bytes)",
             artifact.len()
         );
+        // The built-in's final metrics, carried by rank 0's upload report.
+        let accuracy = status["finalMetrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == "validation:accuracy")
+            .and_then(|m| m["value"].as_f64());
+        ensure!(
+            accuracy.is_some_and(|a| a > 0.5),
+            "no sensible validation:accuracy in finalMetrics: {status:#}"
+        );
         let attempts = status["attempts"].as_array().cloned().unwrap_or_default();
         ensure!(
             attempts.len() == 1 && attempts[0]["endReason"] == "Succeeded",

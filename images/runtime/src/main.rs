@@ -95,6 +95,10 @@ struct PushArgs {
     /// Encrypt the uploaded objects with this KMS key (SSE-KMS, s3:// only).
     #[arg(long)]
     kms_key_id: Option<String>,
+    /// The algorithm's metrics.json: its latest values go into the report
+    /// as `finalMetrics` (a missing file adds none).
+    #[arg(long)]
+    metrics: Option<PathBuf>,
     #[command(flatten)]
     termination: TerminationArgs,
 }
@@ -247,6 +251,7 @@ fn main() -> ExitCode {
                 compression: args.compression,
                 kms_key_id: args.kms_key_id,
                 termination_message: args.termination.termination_message.clone(),
+                metrics: args.metrics,
             };
             let path = args.termination.termination_message;
             ExitCode::from(transfer::report(&path, || push::run(&options)))

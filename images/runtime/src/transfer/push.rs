@@ -36,6 +36,9 @@ pub struct Options {
     pub compression: Compression,
     pub kms_key_id: Option<String>,
     pub termination_message: PathBuf,
+    /// The algorithm's `metrics.json`, whose latest values go into the
+    /// report (a missing file adds none).
+    pub metrics: Option<PathBuf>,
 }
 
 /// What was pushed: the termination message of a successful push.
@@ -50,6 +53,10 @@ pub struct Artifact {
     /// manifest: a line `<sha256 of the file>  <relative path>` per file,
     /// sorted by path (what `sha256sum` prints).
     pub sha256: String,
+    /// The latest value of each metric the algorithm reported (from its
+    /// `metrics.json`), as many as fit in a termination message.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub final_metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// One entry of the model folder.
@@ -107,10 +114,66 @@ pub fn run(options: &Options) -> Outcome {
         human_bytes(artifact.bytes),
         start.elapsed().as_secs_f64()
     );
-    let line = serde_json::to_string(&artifact).expect("the artifact serializes");
+    let mut artifact = artifact;
+    if let Some(path) = &options.metrics {
+        artifact.final_metrics = read_metrics(path);
+    }
+    let line = fitting_line(&mut artifact);
     println!("{line}");
     write_termination_message(&options.termination_message, &line);
     Ok(())
+}
+
+/// Kubernetes keeps at most 4096 bytes of a termination message.
+const MAX_REPORT_BYTES: usize = 4000;
+
+/// The latest finite value of each metric in a `metrics.json`
+/// (`{"metrics": {"name": {"value": ...}}}`); none when the file is missing
+/// or unreadable (a warning, never a failed push).
+pub fn read_metrics(path: &Path) -> std::collections::BTreeMap<String, f64> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
+        Err(e) => {
+            eprintln!("push: {}: {e}: no metrics in the report", path.display());
+            return Default::default();
+        }
+    };
+    let parsed: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("push: {}: {e}: no metrics in the report", path.display());
+            return Default::default();
+        }
+    };
+    parsed["metrics"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, m)| {
+            Some((name.clone(), m["value"].as_f64().filter(|v| v.is_finite())?))
+        })
+        .collect()
+}
+
+/// The report as one JSON line that fits a termination message: metrics
+/// beyond the limit are left out (and named on stderr).
+pub fn fitting_line(artifact: &mut Artifact) -> String {
+    loop {
+        let line = serde_json::to_string(&*artifact).expect("the artifact serializes");
+        if line.len() <= MAX_REPORT_BYTES {
+            return line;
+        }
+        match artifact.final_metrics.keys().next_back().cloned() {
+            Some(last) => {
+                eprintln!(
+                    "push: metric {last} left out of the report (over {MAX_REPORT_BYTES} bytes)"
+                );
+                artifact.final_metrics.remove(&last);
+            }
+            None => return line,
+        }
+    }
 }
 
 /// The folder's entries, sorted by name (symbolic links followed); an
@@ -263,6 +326,7 @@ async fn push_archive(
         model_artifact_uri: remote.uri_of(name)?,
         bytes,
         sha256,
+        final_metrics: Default::default(),
     })
 }
 
@@ -334,6 +398,7 @@ async fn push_files(remote: &Remote, entries: Vec<Entry>) -> Outcome<Artifact> {
                 .iter()
                 .map(|(n, up)| (n.as_str(), up.sha256.as_str())),
         ),
+        final_metrics: Default::default(),
     })
 }
 
@@ -475,10 +540,48 @@ mod tests {
             model_artifact_uri: "s3://b/x/model.tar.gz".into(),
             bytes: 12,
             sha256: "ab".into(),
+            final_metrics: Default::default(),
         };
         assert_eq!(
             serde_json::to_string(&artifact).unwrap(),
             r#"{"modelArtifactUri":"s3://b/x/model.tar.gz","bytes":12,"sha256":"ab"}"#
         );
+    }
+
+    #[test]
+    fn final_metrics_come_from_metrics_json_and_fit_a_termination_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics.json");
+        assert!(
+            read_metrics(&file).is_empty(),
+            "a missing file adds nothing"
+        );
+        std::fs::write(&file, "not json").unwrap();
+        assert!(read_metrics(&file).is_empty(), "a broken file adds nothing");
+        std::fs::write(
+            &file,
+            r#"{"metrics": {"validation:accuracy": {"value": 0.97, "step": 40}, "train:loss": {"value": 0.05}, "bad": {"value": "NaN"}}}"#,
+        )
+        .unwrap();
+        let metrics = read_metrics(&file);
+        assert_eq!(metrics.len(), 2);
+        assert_eq!(metrics["validation:accuracy"], 0.97);
+        let mut artifact = Artifact {
+            model_artifact_uri: "s3://b/x/model.tar.gz".into(),
+            bytes: 12,
+            sha256: "ab".into(),
+            final_metrics: metrics,
+        };
+        let line = fitting_line(&mut artifact);
+        let back: Artifact = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.final_metrics["train:loss"], 0.05);
+        // Far more metrics than fit: the line stays under the limit.
+        artifact.final_metrics = (0..500)
+            .map(|i| (format!("test:metric_{i:03}"), i as f64))
+            .collect();
+        let line = fitting_line(&mut artifact);
+        assert!(line.len() <= MAX_REPORT_BYTES, "{} bytes", line.len());
+        assert!(artifact.final_metrics.len() > 50 && artifact.final_metrics.len() < 500);
+        assert!(artifact.final_metrics.contains_key("test:metric_000"));
     }
 }

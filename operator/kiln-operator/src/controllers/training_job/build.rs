@@ -617,10 +617,16 @@ fn pod_spec(
         if let Some(key) = &spec.output.kms_key_id {
             args.extend(["--kms-key-id".into(), key.clone()]);
         }
+        // The built-ins' latest metric values ride along in the report.
+        args.extend(["--metrics".into(), "/opt/ml/output/metrics.json".into()]);
         args
     } else {
         vec!["push".into(), "--from".into(), MODEL_DIR.into()]
     };
+    let mut push_mounts = vec![mount("kiln-ml", ML, false)];
+    if rank == 0 {
+        push_mounts.push(mount("kiln-output", "/opt/ml/output", true));
+    }
     let push = step(
         PUSH_CONTAINER,
         settings,
@@ -630,7 +636,7 @@ fn pod_spec(
         } else {
             None
         },
-        vec![mount("kiln-ml", ML, false)],
+        push_mounts,
     );
 
     let mut tolerations = placement.tolerations.clone();

@@ -326,8 +326,11 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
             Ok(Action::requeue(RUNNING_RECHECK))
         }
         Outcome::Succeeded {
-            model_artifact_uri, ..
+            model_artifact_uri,
+            final_metrics,
+            ..
         } => {
+            status.final_metrics = final_metrics;
             end_attempt(
                 &mut status,
                 AttemptEnd::Succeeded,

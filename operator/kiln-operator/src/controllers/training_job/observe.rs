@@ -2,6 +2,7 @@
 //! (pods in, outcome out), so every way a rank can end is unit-tested.
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kiln_api::common::MetricValue;
 use kiln_api::training_job::{ReplicaCounts, SecondaryStatus};
 
 use super::build::{PUSH_CONTAINER, RANK_LABEL, TRAIN_CONTAINER};
@@ -24,6 +25,8 @@ pub enum Outcome {
         model_artifact_uri: Option<String>,
         /// Its SHA-256, from the same report.
         sha256: Option<String>,
+        /// The latest value of each metric, from the same report.
+        final_metrics: Vec<MetricValue>,
     },
     /// A rank failed.
     Failed {
@@ -59,6 +62,7 @@ pub fn observe(pods: &[Pod], expected: i32, all_created: bool, built_in: bool) -
     let mut failure: Option<(i32, String, bool)> = None;
     let mut model_artifact_uri = None;
     let mut sha256 = None;
+    let mut final_metrics = Vec::new();
     for pod in pods {
         let rank = rank_of(pod);
         let status = pod.status.clone().unwrap_or_default();
@@ -91,6 +95,18 @@ pub fn observe(pods: &[Pod], expected: i32, all_created: bool, built_in: bool) -
                 if let Some(report) = report {
                     model_artifact_uri = report["modelArtifactUri"].as_str().map(str::to_string);
                     sha256 = report["sha256"].as_str().map(str::to_string);
+                    final_metrics = report["finalMetrics"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(name, v)| {
+                            Some(MetricValue {
+                                name: name.clone(),
+                                value: v.as_f64()?,
+                            })
+                        })
+                        .take(40)
+                        .collect();
                 }
             }
             Some("Failed") => {
@@ -163,6 +179,7 @@ pub fn observe(pods: &[Pod], expected: i32, all_created: bool, built_in: bool) -
         return Outcome::Succeeded {
             model_artifact_uri,
             sha256,
+            final_metrics,
         };
     }
     let all_training = all_training && counts.succeeded == 0;

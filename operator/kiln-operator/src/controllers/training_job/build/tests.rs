@@ -314,7 +314,7 @@ fn remote_channels_are_fetched_and_sharded_before_training() {
     let push = &rank0.spec.as_ref().unwrap().containers[0];
     assert_eq!(
         push.args.as_ref().unwrap().join(" "),
-        "push --from /opt/ml/model --to s3://models/iris/ml/iris-linear/output/model.tar.gz --compression gzip"
+        "push --from /opt/ml/model --to s3://models/iris/ml/iris-linear/output/model.tar.gz --compression gzip --metrics /opt/ml/output/metrics.json"
     );
     let other_push = &pod.spec.as_ref().unwrap().containers[0];
     assert_eq!(

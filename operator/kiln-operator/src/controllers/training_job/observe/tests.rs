@@ -84,14 +84,17 @@ fn the_job_is_in_the_step_of_its_slowest_rank() {
 
 #[test]
 fn every_rank_done_is_success_with_rank_zeros_artifact() {
-    let report =
-        r#"{"modelArtifactUri": "s3://m/ml/j/output/model.tar.gz", "bytes": 10, "sha256": "ab12"}"#;
+    let report = r#"{"modelArtifactUri": "s3://m/ml/j/output/model.tar.gz", "bytes": 10, "sha256": "ab12", "finalMetrics": {"validation:accuracy": 0.97}}"#;
     let pods = [pod(1, succeeded(None)), pod(0, succeeded(Some(report)))];
     assert_eq!(
         observe(&pods, 2, true, true),
         Outcome::Succeeded {
             model_artifact_uri: Some("s3://m/ml/j/output/model.tar.gz".into()),
             sha256: Some("ab12".into()),
+            final_metrics: vec![kiln_api::common::MetricValue {
+                name: "validation:accuracy".into(),
+                value: 0.97,
+            }],
         }
     );
     // One rank still uploading: not done yet.
