@@ -154,8 +154,15 @@ load_image() {
   id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) || die "image $image is not built"
   marker="/var/lib/kiln/images/$(tr '/:,' '___' <<<"${tags[*]}" | tr ' ' ,)"
   mkdir -p "$KILN_CACHE/tmp"
+  # An archive is several GiB (the PyTorch image): one left by a load that
+  # was killed (make test stops its prefetch so) would fill the disk, so
+  # the archive goes on TERM and INT too, and any older than an hour (no
+  # load takes that long) is removed first.
+  find "$KILN_CACHE/tmp" -maxdepth 1 -name 'image.*.tar' -mmin +60 -delete 2>/dev/null || true
   # Saved on the first node that lacks the image, reused for the others.
   archive=$(mktemp "$KILN_CACHE/tmp/image.XXXXXX.tar")
+  # shellcheck disable=SC2064 # expand now: the path is fixed
+  trap "rm -f '$archive'; exit 143" TERM INT
   for node in "$@"; do
     if ! with_lock "$CLUSTER_DIR/locks/load-$node" _load_into "$node" "$id" "$marker" "$archive" "${tags[@]}"; then
       rm -f "$archive"
@@ -163,6 +170,7 @@ load_image() {
     fi
   done
   rm -f "$archive"
+  trap - TERM INT
 }
 
 _load_into() {
