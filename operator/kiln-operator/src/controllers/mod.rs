@@ -17,6 +17,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::telemetry::Metrics;
 
@@ -114,7 +115,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
                         .inc();
                     result
                 }
-                .instrument_in(span)
+                .instrument(span)
             },
             training_job::error_policy,
             ctx.clone(),
@@ -170,12 +171,3 @@ async fn count_jobs(
         }
     }
 }
-
-/// Runs a future inside a tracing span.
-trait InstrumentIn: std::future::Future + Sized {
-    fn instrument_in(self, span: tracing::Span) -> tracing::instrument::Instrumented<Self> {
-        tracing::Instrument::instrument(self, span)
-    }
-}
-
-impl<F: std::future::Future> InstrumentIn for F {}

@@ -367,7 +367,7 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
             );
             write_status(&jobs, &name, &old, &status).await?;
             publish(&ctx, &job, EventType::Normal, reasons::COMPLETED, &message).await;
-            Ok(ttl_action(&job, &now))
+            Ok(ttl_action(&job))
         }
         Outcome::Failed { message, retryable } => {
             delete_running_pods(&pods, &existing).await?;
@@ -400,7 +400,7 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
             fail(&mut status, reason, &message, generation, &now);
             write_status(&jobs, &name, &old, &status).await?;
             publish(&ctx, &job, EventType::Warning, reason, &message).await;
-            Ok(ttl_action(&job, &now))
+            Ok(ttl_action(&job))
         }
         Outcome::Interrupted { message } => {
             delete_attempt(&pods, &name, attempt.index).await?;
@@ -454,7 +454,7 @@ async fn finished(
     Ok(Action::requeue(Duration::from_secs(left as u64)))
 }
 
-fn ttl_action(job: &TrainingJob, _now: &Time) -> Action {
+fn ttl_action(job: &TrainingJob) -> Action {
     match job.spec.ttl_seconds_after_finished {
         Some(ttl) => Action::requeue(Duration::from_secs(ttl.max(0) as u64)),
         None => Action::await_change(),
