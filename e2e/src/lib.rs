@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod namespace;
+pub mod s3;
 pub mod wait;
 
 pub use cluster::{Cluster, Node};

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kiln_e2e::namespace::{pod_node, pod_phase};
 use kiln_e2e::{TestNamespace, run, wait_until};
 use kube::api::Api;
@@ -484,18 +484,7 @@ async fn pod_writes_and_reads_an_object_in_s3() {
     run("s3", |ns| async move {
         // The cluster publishes the store's credentials in `default`; a job's
         // namespace gets its own copy, as a user would make it.
-        let source: Secret = Api::namespaced(ns.client.clone(), "default")
-            .get("kiln-s3")
-            .await?;
-        let data = source.data.clone().context("the kiln-s3 Secret is empty")?;
-        let mut copy = Secret {
-            data: Some(data.clone()),
-            ..Default::default()
-        };
-        copy.metadata.name = Some("kiln-s3".into());
-        Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
-            .create(&Default::default(), &copy)
-            .await?;
+        let s3 = kiln_e2e::s3::s3_secret(&ns).await?;
         let key = format!("e2e/{}/hello.txt", ns.name);
         ns.apply(&format!(
             r#"
@@ -529,31 +518,11 @@ spec:
             "pod output: {logs:?}"
         );
         // The object is in the store, seen from outside the cluster too.
-        let get = |k: &str| String::from_utf8(data.get(k).map(|b| b.0.clone()).unwrap_or_default());
-        let (access, secret, bucket) = (
-            get("AWS_ACCESS_KEY_ID")?,
-            get("AWS_SECRET_ACCESS_KEY")?,
-            get("S3_BUCKET")?,
+        let body = String::from_utf8(s3.get(&key)?)?;
+        ensure!(
+            body.trim() == "written by s3",
+            "reading the object from the host gave {body:?}"
         );
-        let endpoint = get("AWS_ENDPOINT_URL")?;
-        let port = endpoint.rsplit(':').next().unwrap_or("8333");
-        let out = std::process::Command::new("curl")
-            .args([
-                "-fsS",
-                "--aws-sigv4",
-                "aws:amz:us-east-1:s3",
-                "--user",
-                &format!("{access}:{secret}"),
-            ])
-            .arg(format!("http://127.0.0.1:{port}/{bucket}/{key}"))
-            .output()?;
-        let body = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() || body.trim() != "written by s3" {
-            bail!(
-                "reading the object from the host gave {body:?} ({})",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
         Ok(())
     })
     .await;

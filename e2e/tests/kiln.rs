@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kiln_e2e::namespace::pod_node;
+use kiln_e2e::s3::s3_secret;
 use kiln_e2e::{TestNamespace, run, wait_until};
 use kube::api::{Api, ListParams};
 
@@ -492,78 +493,6 @@ spec:
         Ok(())
     })
     .await;
-}
-
-/// The store's credentials from `default`, copied into the test's namespace
-/// as a user would, and the bucket they open.
-async fn s3_secret(ns: &TestNamespace) -> Result<S3> {
-    use k8s_openapi::api::core::v1::Secret;
-    let source: Secret = Api::namespaced(ns.client.clone(), "default")
-        .get("kiln-s3")
-        .await?;
-    let data = source.data.clone().context("the kiln-s3 Secret is empty")?;
-    let mut copy = Secret {
-        data: Some(data.clone()),
-        ..Default::default()
-    };
-    copy.metadata.name = Some("kiln-s3".into());
-    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
-        .create(&Default::default(), &copy)
-        .await?;
-    let get = |k: &str| {
-        String::from_utf8(data.get(k).map(|b| b.0.clone()).unwrap_or_default())
-            .with_context(|| format!("kiln-s3 {k}"))
-    };
-    let endpoint = get("AWS_ENDPOINT_URL")?;
-    Ok(S3 {
-        access: get("AWS_ACCESS_KEY_ID")?,
-        secret: get("AWS_SECRET_ACCESS_KEY")?,
-        bucket: get("S3_BUCKET")?,
-        port: endpoint.rsplit(':').next().unwrap_or("8333").to_string(),
-    })
-}
-
-/// The local cluster's S3 store, reached from the host.
-struct S3 {
-    access: String,
-    secret: String,
-    bucket: String,
-    port: String,
-}
-
-impl S3 {
-    fn curl(&self, key: &str, extra: &[&str]) -> Result<std::process::Output> {
-        Ok(Command::new("curl")
-            .args(["-fsS", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
-            .arg(format!("{}:{}", self.access, self.secret))
-            .args(extra)
-            .arg(format!(
-                "http://127.0.0.1:{}/{}/{key}",
-                self.port, self.bucket
-            ))
-            .output()?)
-    }
-
-    fn put(&self, key: &str, file: &Path) -> Result<()> {
-        let out = self.curl(key, &["-T", file.to_str().unwrap()])?;
-        ensure!(
-            out.status.success(),
-            "uploading {key}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    }
-
-    /// The object's bytes.
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let out = self.curl(key, &[])?;
-        ensure!(
-            out.status.success(),
-            "reading {key}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(out.stdout)
-    }
 }
 
 /// Installs the chart into the test's namespace, watching only it, with the
