@@ -22,6 +22,7 @@ pub mod model_package;
 pub mod model_package_group;
 pub mod pipeline;
 pub mod pipeline_run;
+pub mod router;
 pub mod training_job;
 pub mod tuning_job;
 pub mod validate;
