@@ -39,6 +39,17 @@ ALLOWED_RULES = {
     ("", "pods", verb) for verb in ("get", "list", "watch", "create", "patch", "delete", "deletecollection")
 } | {
     ("", resource, verb) for resource in ("configmaps", "services") for verb in ("get", "create", "patch")
+} | {
+    # The Endpoint controller.
+    ("kiln.dev", "endpoints", verb) for verb in ("get", "list", "watch")
+} | {
+    ("kiln.dev", "endpoints/status", verb) for verb in ("get", "patch")
+} | {
+    ("kiln.dev", "modelpackages", verb) for verb in ("get", "list", "watch")
+} | {
+    ("apps", "deployments", verb) for verb in ("get", "list", "watch", "create", "patch", "delete")
+} | {
+    ("", "services", verb) for verb in ("list", "delete")
 }
 
 NAMESPACED_KINDS = {

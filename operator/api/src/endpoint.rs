@@ -97,6 +97,7 @@ pub enum EndpointMode {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.autoscaling) || (self.autoscaling.minReplicas <= self.replicas && self.replicas <= self.autoscaling.maxReplicas)").message("variant.replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"))]
+#[x_kube(validation = Rule::new("self.name != 'router'").message("a variant cannot be named router: <endpoint>-router is the name of the endpoint's traffic router").field_path(".name"))]
 pub struct Variant {
     /// The variant's name (SageMaker `VariantName`), used in metrics and in the
     /// `X-Kiln-Target-Variant` header that pins a request to it.
@@ -314,8 +315,9 @@ pub enum RoutingStrategy {
 }
 
 /// A shadow variant.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.name != 'router'").message("a shadow variant cannot be named router: <endpoint>-router is the name of the endpoint's traffic router").field_path(".name"))]
 pub struct ShadowVariant {
     /// The shadow's name.
     #[schemars(

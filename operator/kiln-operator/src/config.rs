@@ -66,6 +66,15 @@ pub struct Config {
     #[arg(long, env = "KILN_RUNTIME_IMAGE", default_value = concat!("kiln/runtime:", env!("CARGO_PKG_VERSION")))]
     pub runtime_image: String,
 
+    /// The image holding `kiln-router`, the traffic router in front of every
+    /// Endpoint's variants: by default the operator's own image.
+    #[arg(long, env = "KILN_ROUTER_IMAGE", default_value = concat!("kiln/operator:", env!("CARGO_PKG_VERSION")))]
+    pub router_image: String,
+
+    /// Router replicas of every Endpoint (two survive a node's loss).
+    #[arg(long, env = "KILN_ROUTER_REPLICAS", default_value_t = 2, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub router_replicas: i32,
+
     /// The cluster's DNS domain, for the search path that makes the hosts
     /// `algo-1..algo-N` of a job resolve.
     #[arg(long, env = "KILN_CLUSTER_DOMAIN", default_value = "cluster.local")]

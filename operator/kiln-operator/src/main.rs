@@ -89,10 +89,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             })
             .collect(),
     };
+    let endpoint_settings = controllers::endpoint::build::Settings {
+        runtime_image: config.runtime_image.clone(),
+        router_image: config.router_image.clone(),
+        router_replicas: config.router_replicas,
+        cluster_domain: config.cluster_domain.clone(),
+    };
     let ctx = controllers::Context::new(
         client.clone(),
         metrics.clone(),
         settings,
+        endpoint_settings,
         config.watch_namespace().map(str::to_string),
         config.identity(),
     );

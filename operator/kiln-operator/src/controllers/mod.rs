@@ -4,14 +4,20 @@
 //! A kind's controller is registered here together with its reconcile: the
 //! operator runs only controllers that exist.
 
+pub mod apply;
+pub mod endpoint;
 pub mod error;
+pub mod pods;
 pub mod training_job;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use kiln_api::endpoint::Endpoint;
+use kiln_api::model_package::ModelPackage;
 use kiln_api::training_job::{TrainingJob, TrainingJobState};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
@@ -32,6 +38,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// What the operator's configuration adds to training pods.
     pub settings: training_job::build::Settings,
+    /// What the operator's configuration adds to serving and router pods.
+    pub endpoint_settings: endpoint::build::Settings,
     /// The namespace to watch, or None for all.
     pub watch_namespace: Option<String>,
 }
@@ -42,6 +50,7 @@ impl Context {
         client: Client,
         metrics: Metrics,
         settings: training_job::build::Settings,
+        endpoint_settings: endpoint::build::Settings,
         watch_namespace: Option<String>,
         identity: String,
     ) -> Self {
@@ -54,6 +63,7 @@ impl Context {
             client,
             metrics,
             settings,
+            endpoint_settings,
             watch_namespace,
         }
     }
@@ -71,7 +81,7 @@ impl Context {
 }
 
 /// The names of the registered controllers, for the start-up log.
-pub const REGISTERED: &[&str] = &["TrainingJob"];
+pub const REGISTERED: &[&str] = &["TrainingJob", "Endpoint"];
 
 /// Runs every registered controller until `shutdown` fires.
 pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -82,52 +92,118 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         .to_string();
     tracing::info!(controllers = ?REGISTERED, %scope, "controllers started");
     let ctx = Arc::new(ctx);
-    let pods_of_jobs = watcher::Config::default().labels(training_job::build::JOB_LABEL);
-    let controller = Controller::new(ctx.api::<TrainingJob>(), watcher::Config::default())
-        .owns(ctx.api::<Pod>(), pods_of_jobs)
-        .graceful_shutdown_on({
+    let stop = {
+        let shutdown = shutdown.clone();
+        move || {
             let shutdown = shutdown.clone();
             async move { shutdown.cancelled().await }
-        });
-    let store = controller.store();
-    let gauges = tokio::spawn(count_jobs(store, ctx.metrics.clone(), shutdown.clone()));
-    controller
+        }
+    };
+
+    let pods_of_jobs = watcher::Config::default().labels(training_job::build::JOB_LABEL);
+    let jobs = Controller::new(ctx.api::<TrainingJob>(), watcher::Config::default())
+        .owns(ctx.api::<Pod>(), pods_of_jobs)
+        .graceful_shutdown_on(stop());
+    let gauges = tokio::spawn(count_jobs(
+        jobs.store(),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    let jobs = jobs
         .run(
             |job, ctx| {
-                let metrics = ctx.metrics.clone();
-                let span = tracing::info_span!(
-                    "reconcile",
-                    kind = "TrainingJob",
-                    namespace = job.namespace().unwrap_or_default(),
-                    name = job.name_any()
-                );
-                async move {
-                    let timer = metrics
-                        .reconcile_duration
-                        .with_label_values(&["TrainingJob"])
-                        .start_timer();
-                    let result = training_job::reconcile(job, ctx).await;
-                    timer.observe_duration();
-                    let outcome = if result.is_ok() { "ok" } else { "error" };
-                    metrics
-                        .reconciles
-                        .with_label_values(&["TrainingJob", outcome])
-                        .inc();
-                    result
-                }
+                let span = span("TrainingJob", job.as_ref());
+                timed(
+                    "TrainingJob",
+                    ctx.metrics.clone(),
+                    training_job::reconcile(job, ctx),
+                )
                 .instrument(span)
             },
             training_job::error_policy,
             ctx.clone(),
         )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+        .for_each(log_outcome);
+
+    let children = watcher::Config::default().labels(endpoint::build::ENDPOINT_LABEL);
+    let endpoints = Controller::new(ctx.api::<Endpoint>(), watcher::Config::default())
+        .owns(ctx.api::<Deployment>(), children);
+    // A TrainingJob that completes, or a ModelPackage approved, wakes the
+    // Endpoints of its namespace that name it.
+    let store = endpoints.store();
+    let endpoints = endpoints
+        .watches(ctx.api::<TrainingJob>(), watcher::Config::default(), {
+            let store = store.clone();
+            move |job| {
+                endpoint::referring(&store, &job, |m| {
+                    m.training_job.as_deref() == Some(job.name_any().as_str())
+                })
             }
         })
-        .await;
+        .watches(ctx.api::<ModelPackage>(), watcher::Config::default(), {
+            let store = store.clone();
+            move |package| {
+                let name = package.name_any();
+                let group = package.spec.group_name.clone();
+                endpoint::referring(&store, &package, move |m| {
+                    m.model_package.as_ref().is_some_and(|r| {
+                        r.name.as_deref() == Some(name.as_str())
+                            || r.group.as_deref() == Some(group.as_str())
+                    })
+                })
+            }
+        })
+        .graceful_shutdown_on(stop())
+        .run(
+            |ep, ctx| {
+                let span = span("Endpoint", ep.as_ref());
+                timed(
+                    "Endpoint",
+                    ctx.metrics.clone(),
+                    endpoint::reconcile(ep, ctx),
+                )
+                .instrument(span)
+            },
+            endpoint::error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    futures::join!(jobs, endpoints);
     gauges.abort();
     Ok(())
+}
+
+fn span<K: ResourceExt>(kind: &'static str, object: &K) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        kind,
+        namespace = object.namespace().unwrap_or_default(),
+        name = object.name_any()
+    )
+}
+
+/// Runs one reconcile, timing and counting it by kind and outcome.
+async fn timed<T>(
+    kind: &'static str,
+    metrics: Metrics,
+    reconcile: impl std::future::Future<Output = error::Result<T>>,
+) -> error::Result<T> {
+    let timer = metrics
+        .reconcile_duration
+        .with_label_values(&[kind])
+        .start_timer();
+    let result = reconcile.await;
+    timer.observe_duration();
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics.reconciles.with_label_values(&[kind, outcome]).inc();
+    result
+}
+
+async fn log_outcome<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "controller event");
+    }
 }
 
 /// Keeps the jobs-by-state gauge in step with the controller's cache.

@@ -16,16 +16,21 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource,
-    EnvVar, KeyToPath, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm,
-    PersistentVolumeClaimVolumeSource, Pod, PodDNSConfig, PodSchedulingGate, PodSecurityContext,
-    PodSpec, PreferredSchedulingTerm, ResourceRequirements, SecretEnvSource, Service, ServicePort,
-    ServiceSpec, Toleration, Volume, VolumeMount,
+    KeyToPath, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm,
+    PersistentVolumeClaimVolumeSource, Pod, PodDNSConfig, PodSchedulingGate, PodSpec,
+    PreferredSchedulingTerm, ResourceRequirements, Service, ServicePort, ServiceSpec, Toleration,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kiln_api::common::{CapacityType, Compression, StorageLocation};
+use kiln_api::common::{CapacityType, Compression};
 use kiln_api::training_job::{DataDistribution, TrainingJob, TrainingJobSpec};
 use kube::{Resource, ResourceExt};
+
+use crate::controllers::pods::{
+    compute_requirements, credentials, env, gpu_toleration, image_pull_secrets, mount,
+    restricted_container, restricted_pod, to_pod_volume, user_labels,
+};
 
 /// What the operator's configuration adds to every training pod.
 #[derive(Debug, Clone)]
@@ -195,12 +200,7 @@ pub fn children(job: &TrainingJob, attempt: i32, settings: &Settings) -> Childre
 
     let pods = (0..layout.replicas)
         .map(|rank| {
-            let mut labels = BTreeMap::new();
-            for (k, v) in &spec.resources.placement.pod_labels {
-                if !k.starts_with("kiln.dev/") {
-                    labels.insert(k.clone(), v.clone());
-                }
-            }
+            let mut labels = user_labels(&spec.resources.placement);
             if let Some(exp) = &spec.experiment {
                 labels.insert("kiln.dev/experiment".into(), exp.experiment_name.clone());
                 labels.insert(
@@ -270,36 +270,6 @@ fn resource_config(layout: Layout, rank: i32) -> String {
 fn pvc_parts(uri: &str) -> Option<(&str, &str)> {
     let rest = uri.strip_prefix("pvc://")?;
     Some(rest.split_once('/').unwrap_or((rest, "")))
-}
-
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
-}
-
-/// The credentials of a location, as the Secret's keys in the environment.
-fn credentials(location: &StorageLocation) -> Option<Vec<EnvFromSource>> {
-    location.secret_ref.as_ref().map(|s| {
-        vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name: s.name.clone(),
-                optional: Some(false),
-            }),
-            ..EnvFromSource::default()
-        }]
-    })
-}
-
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
 }
 
 /// The environment variable suffix of a name: upper case, `-` and `.` as `_`.
@@ -548,20 +518,6 @@ fn pod_spec(
     // The user's variables come last, so they win over Kiln's.
     train_env.extend(spec.env.iter().cloned());
 
-    let mut requests = BTreeMap::new();
-    let mut limits = BTreeMap::new();
-    if let Some(cpu) = &spec.resources.compute.cpu {
-        requests.insert("cpu".to_string(), cpu.clone());
-    }
-    if let Some(memory) = &spec.resources.compute.memory {
-        requests.insert("memory".to_string(), memory.clone());
-        limits.insert("memory".to_string(), memory.clone());
-    }
-    if gpus > 0 {
-        let q = Quantity(gpus.to_string());
-        requests.insert("nvidia.com/gpu".to_string(), q.clone());
-        limits.insert("nvidia.com/gpu".to_string(), q);
-    }
     let mut train_mounts = mounts.clone();
     train_mounts.extend(placement.volume_mounts.iter().cloned());
     let (image, command, args) = match (&spec.algorithm.name, &spec.algorithm.image) {
@@ -590,11 +546,7 @@ fn pod_spec(
         command,
         args,
         env: Some(train_env),
-        resources: Some(ResourceRequirements {
-            requests: (!requests.is_empty()).then_some(requests),
-            limits: (!limits.is_empty()).then_some(limits),
-            ..ResourceRequirements::default()
-        }),
+        resources: Some(compute_requirements(&spec.resources.compute)),
         volume_mounts: Some(train_mounts),
         termination_message_path: Some(FAILURE_FILE.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -687,12 +639,7 @@ fn pod_spec(
         }
     }
     if gpus > 0 {
-        tolerations.push(Toleration {
-            key: Some("nvidia.com/gpu".into()),
-            operator: Some("Exists".into()),
-            effect: Some("NoSchedule".into()),
-            ..Toleration::default()
-        });
+        tolerations.push(gpu_toleration());
     }
     volumes.extend(placement.volumes.iter().map(to_pod_volume));
     let built_in = spec.algorithm.name.is_some();
@@ -716,27 +663,12 @@ fn pod_spec(
             .then(|| placement.node_selector.clone()),
         tolerations: (!tolerations.is_empty()).then_some(tolerations),
         affinity,
-        image_pull_secrets: (!placement.image_pull_secrets.is_empty()).then(|| {
-            placement
-                .image_pull_secrets
-                .iter()
-                .map(|s| k8s_openapi::api::core::v1::LocalObjectReference {
-                    name: s.name.clone(),
-                })
-                .collect()
-        }),
+        image_pull_secrets: image_pull_secrets(placement),
         termination_grace_period_seconds: placement.termination_grace_period_seconds,
         scheduling_gates: Some(vec![PodSchedulingGate {
             name: GANG_GATE.into(),
         }]),
-        security_context: built_in.then(|| PodSecurityContext {
-            run_as_non_root: Some(true),
-            seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: built_in.then(restricted_pod),
         volumes: Some(volumes),
         init_containers: Some(init_containers),
         containers: vec![push],
@@ -768,29 +700,8 @@ fn step(
         resources: Some(step_resources()),
         volume_mounts: Some(volume_mounts),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(k8s_openapi::api::core::v1::SecurityContext {
-            allow_privilege_escalation: Some(false),
-            run_as_non_root: Some(true),
-            capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(restricted_container()),
         ..Container::default()
-    }
-}
-
-fn to_pod_volume(v: &kiln_api::common::Volume) -> Volume {
-    Volume {
-        name: v.name.clone(),
-        persistent_volume_claim: v.persistent_volume_claim.clone(),
-        config_map: v.config_map.clone(),
-        secret: v.secret.clone(),
-        empty_dir: v.empty_dir.clone(),
-        nfs: v.nfs.clone(),
-        csi: v.csi.clone(),
-        ..Volume::default()
     }
 }
 

@@ -23,7 +23,7 @@ use kiln_api::training_job::{
 };
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
 use self::build::{ATTEMPT_LABEL, GANG_GATE, JOB_LABEL};
@@ -620,21 +620,7 @@ async fn write_status(
     old: &TrainingJobStatus,
     new: &TrainingJobStatus,
 ) -> Result<()> {
-    if old == new {
-        return Ok(());
-    }
-    let patch = serde_json::json!({
-        "apiVersion": TrainingJob::api_version(&()),
-        "kind": TrainingJob::kind(&()),
-        "status": new,
-    });
-    jobs.patch_status(
-        name,
-        &PatchParams::apply(STATUS_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    super::apply::write_status(jobs, name, old, new, STATUS_MANAGER).await
 }
 
 /// Server-side apply of a child under this controller's field manager.
@@ -643,23 +629,9 @@ where
     K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let name = child.meta().name.clone().unwrap_or_default();
-    let mut value = serde_json::to_value(child).expect("a child serializes");
-    value["apiVersion"] = K::api_version(&K::DynamicType::default()).into();
-    value["kind"] = K::kind(&K::DynamicType::default()).into();
-    api.patch(
-        &name,
-        &PatchParams::apply(CHILD_MANAGER).force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .map_err(|e| {
-        Error::from_child_error(
-            &format!("{} {name}", K::kind(&K::DynamicType::default())),
-            e,
-        )
-    })?;
-    Ok(())
+    super::apply::apply(api, child, CHILD_MANAGER)
+        .await
+        .map(drop)
 }
 
 /// Deletes every pod of an attempt (each gets its grace period to checkpoint).
@@ -688,16 +660,7 @@ async fn delete_running_pods(pods: &Api<Pod>, existing: &[Pod]) -> Result<()> {
 }
 
 async fn publish(ctx: &Context, job: &TrainingJob, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1024).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &job.object_ref(&())).await {
-        tracing::warn!(error = %e, "publishing an event failed");
-    }
+    super::apply::publish(ctx, job, type_, reason, note).await
 }
 
 /// What a failed reconcile does next: transient errors back off and retry;
