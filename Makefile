@@ -148,5 +148,5 @@ test-e2e-scale: ## scale tests on kwok's fake GPU nodes (switches kwok on)
 	KILN_KWOK=1 e2e/cluster.sh up
 	KILN_KWOK=1 $(CARGO) test --locked -p kiln-e2e --test scale -- --ignored --nocapture
 
-demo: cluster-images ## the local cluster with Kiln installed by Helm
+demo: cluster-images ## the quickstart on the local cluster: install Kiln with Helm, train, register, approve, deploy, predict
 	e2e/demo.sh

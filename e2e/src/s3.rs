@@ -82,4 +82,31 @@ impl S3 {
         );
         Ok(out.stdout)
     }
+
+    /// The keys under `prefix`, sorted (the first 1000).
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let out = self.curl(
+            "",
+            &[
+                "-G",
+                "--data-urlencode",
+                "list-type=2",
+                "--data-urlencode",
+                &format!("prefix={prefix}"),
+            ],
+        )?;
+        ensure!(
+            out.status.success(),
+            "listing {prefix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let xml = String::from_utf8_lossy(&out.stdout);
+        let mut keys: Vec<String> = xml
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|part| part.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
 }

@@ -506,6 +506,7 @@ fn install_operator(ns: &TestNamespace) -> Result<()> {
         .arg(&ns.cluster.kubeconfig)
         .args(["--set", "image.tag=dev", "--set", "image.pullPolicy=Never"])
         .args(["--set", "operator.runtimeImage=kiln/runtime:dev"])
+        .args(["--set", "operator.routerReplicas=1"])
         .args(["--set", &format!("operator.watchNamespace={}", ns.name)])
         .args(["--wait", "--timeout", "4m"])
         .output()?;
@@ -702,6 +703,298 @@ async fn training_job_on_bad_data_fails_with_the_runtimes_reason() {
         ensure!(status["state"] == "Failed", "state: {status:#}");
         let attempts = status["attempts"].as_array().map_or(0, Vec::len);
         ensure!(attempts == 1, "bad input was retried: {attempts} attempts");
+        Ok(())
+    })
+    .await;
+}
+
+/// One request through the API server's proxy to a Service of the test's
+/// namespace: (status, the invoked-variant header, body).
+async fn via_service(
+    ns: &TestNamespace,
+    service: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String, String)> {
+    let uri = format!(
+        "/api/v1/namespaces/{}/services/http:{service}:8080/proxy{path}",
+        ns.name
+    );
+    let mut request = http::Request::post(uri).header("content-type", "text/csv");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(body.as_bytes().to_vec())?;
+    let response = ns
+        .client
+        .send(request.map(kube::client::Body::from))
+        .await?;
+    let status = response.status().as_u16();
+    let variant = response
+        .headers()
+        .get("x-amzn-invoked-production-variant")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
+    Ok((
+        status,
+        variant,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
+}
+
+/// An Endpoint's status as JSON, read through kubectl.
+fn endpoint_status(ns: &TestNamespace, name: &str) -> Result<serde_json::Value> {
+    let text = ns.kubectl(&["get", "endpoints.kiln.dev", name, "-o", "json"])?;
+    let ep: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(ep["status"].clone())
+}
+
+/// Train, deploy, predict: an Endpoint applied beside the TrainingJob that
+/// makes its model waits for the job, then serves it from two production
+/// variants (9:1) and a shadow behind the router. The split lands within 5
+/// points of 90/10 over 2000 requests, the target-variant header pins a
+/// variant, the shadow answers are captured to the S3 store and never
+/// returned, and a weight change reaches the router without a restart.
+#[tokio::test]
+#[ignore = "needs the local cluster and the Kiln images: make test-e2e"]
+async fn endpoint_serves_a_trained_model_through_the_router() {
+    run("endpoint", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        let s3 = s3_secret(&ns).await?;
+        let data = ns.cluster.repo.join("e2e/manifests/data/iris");
+        let prefix = format!("e2e/{}/iris", ns.name);
+        s3.put(&format!("{prefix}/train/data.csv"), &data.join("train.csv"))?;
+        s3.put(
+            &format!("{prefix}/validation/data.csv"),
+            &data.join("validation.csv"),
+        )?;
+        install_operator(&ns)?;
+        let artifact = format!(
+            "s3://{}/{prefix}/out/{}/iris/output/model.tar.gz",
+            s3.bucket, ns.name
+        );
+        let endpoint = |main: i32, second: i32| {
+            format!(
+                r#"
+apiVersion: kiln.dev/v1alpha1
+kind: Endpoint
+metadata: {{name: iris}}
+spec:
+  variants:
+    - name: main
+      model: {{trainingJob: iris}}
+      initialWeight: {main}
+      resources: {{cpu: 100m, memory: 256Mi}}
+    - name: second
+      model:
+        modelData: {{uri: "{artifact}", secretRef: {{name: kiln-s3}}}}
+        algorithm: linear-learner
+      initialWeight: {second}
+      resources: {{cpu: 100m, memory: 256Mi}}
+  shadowVariants:
+    - name: shadow
+      model: {{trainingJob: iris}}
+      samplingPercent: 100
+      resources: {{cpu: 100m, memory: 256Mi}}
+  dataCapture:
+    samplingPercent: 100
+    destination: {{uri: "s3://{}/{prefix}/capture", secretRef: {{name: kiln-s3}}}}
+  requestTimeoutSeconds: 30
+"#,
+                s3.bucket
+            )
+        };
+        // The Endpoint first: it waits for the job's model.
+        ns.apply(&endpoint(9, 1)).await?;
+        let waiting = wait_until(
+            "the Endpoint to wait for its TrainingJob",
+            MINUTE,
+            || async {
+                let status = endpoint_status(&ns, "iris")?;
+                let resolved = status["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == "ReferencesResolved")
+                    .cloned();
+                Ok(resolved.filter(|c| c["status"] == "False"))
+            },
+        )
+        .await?;
+        ensure!(
+            waiting["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("TrainingJob iris")),
+            "the Endpoint does not say what it waits for: {waiting:#}"
+        );
+        ns.apply(&linear_learner_job("iris", &s3.bucket, &prefix, 1))
+            .await?;
+        let status = wait_finished(&ns, "iris", 5 * MINUTE).await?;
+        ensure!(status["state"] == "Completed", "the job failed: {status:#}");
+
+        let status = wait_until("the Endpoint to be Ready", 5 * MINUTE, || async {
+            let status = endpoint_status(&ns, "iris")?;
+            let ready = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            Ok((ready && status["state"] == "InService").then_some(status))
+        })
+        .await?;
+        let variants = status["variants"].as_array().cloned().unwrap_or_default();
+        ensure!(variants.len() == 3, "variants in status: {status:#}");
+        for v in &variants {
+            ensure!(
+                v["modelUri"] == artifact.as_str() && v["readyReplicas"] == 1,
+                "variant status: {v:#}"
+            );
+        }
+        ensure!(
+            status["url"] == format!("http://iris.{}.svc.cluster.local:8080", ns.name),
+            "url: {status:#}"
+        );
+
+        // Predictions through the router, eight callers at a time.
+        let rows = "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n";
+        let (code, variant, body) = via_service(&ns, "iris", "/invocations", &[], rows).await?;
+        ensure!(code == 200, "prediction answered {code}: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body)
+            .with_context(|| format!("the prediction is no JSON: {body}"))?;
+        ensure!(
+            answer["predictions"].as_array().map(Vec::len) == Some(2),
+            "two rows, not two predictions: {body}"
+        );
+        ensure!(
+            variant == "main" || variant == "second",
+            "invoked {variant:?}"
+        );
+        let counts = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+            String,
+            usize,
+        >::new()));
+        let total = 2000;
+        let callers = (0..8).map(|_| {
+            let (ns, counts) = (&ns, counts.clone());
+            async move {
+                for _ in 0..total / 8 {
+                    let (code, variant, body) =
+                        via_service(ns, "iris", "/invocations", &[], "5.1,3.5,1.4,0.2\n").await?;
+                    ensure!(code == 200, "a prediction answered {code}: {body}");
+                    *counts.lock().unwrap().entry(variant).or_default() += 1;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        });
+        futures::future::try_join_all(callers).await?;
+        let counts = counts.lock().unwrap().clone();
+        let main = counts.get("main").copied().unwrap_or(0);
+        ensure!(
+            counts.keys().all(|k| k == "main" || k == "second"),
+            "answers came from {counts:?}: a shadow answered"
+        );
+        let share = main as f64 * 100.0 / total as f64;
+        ensure!(
+            (85.0..=95.0).contains(&share),
+            "main took {share:.1}% of {total} requests, not 90±5 ({counts:?})"
+        );
+        for header in ["X-Kiln-Target-Variant", "X-Amzn-SageMaker-Target-Variant"] {
+            for _ in 0..10 {
+                let (code, variant, _) =
+                    via_service(&ns, "iris", "/invocations", &[(header, "second")], rows).await?;
+                ensure!(
+                    code == 200 && variant == "second",
+                    "{header} pinned {variant:?} ({code})"
+                );
+            }
+        }
+        let (code, _, body) = via_service(
+            &ns,
+            "iris",
+            "/invocations",
+            &[("X-Kiln-Target-Variant", "nope")],
+            rows,
+        )
+        .await?;
+        ensure!(
+            code == 400 && body.contains("main"),
+            "an unknown variant got {code}: {body}"
+        );
+
+        // Captured: production and shadow answers, as SageMaker's JSON lines.
+        let capture = format!("{prefix}/capture/iris/");
+        let keys = wait_until(
+            "captured shadow answers in the store",
+            2 * MINUTE,
+            || async {
+                let keys = s3.list(&capture)?;
+                let shadow = keys
+                    .iter()
+                    .any(|k| k.starts_with(&format!("{capture}shadow/")));
+                let main = keys
+                    .iter()
+                    .any(|k| k.starts_with(&format!("{capture}main/")));
+                Ok((shadow && main).then_some(keys))
+            },
+        )
+        .await?;
+        let shadow_key = keys
+            .iter()
+            .find(|k| k.starts_with(&format!("{capture}shadow/")) && k.ends_with(".jsonl"))
+            .with_context(|| format!("no shadow capture file among {keys:?}"))?;
+        let text = String::from_utf8(s3.get(shadow_key)?)?;
+        let record: serde_json::Value =
+            serde_json::from_str(text.lines().next().context("an empty capture file")?)?;
+        ensure!(
+            record["captureData"]["endpointOutput"]["data"]
+                .as_str()
+                .is_some_and(|d| d.contains("predicted_label"))
+                && record["captureData"]["endpointInput"]["data"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("5.1,3.5")),
+            "the shadow's capture record: {record:#}"
+        );
+
+        // A weight change is a new router configuration, not a new router.
+        let router_pods = |ns: &TestNamespace| {
+            let pods = ns.pods();
+            async move {
+                let list = pods
+                    .list(
+                        &ListParams::default()
+                            .labels("kiln.dev/endpoint=iris,kiln.dev/role=router"),
+                    )
+                    .await?;
+                Ok::<_, anyhow::Error>(
+                    list.items
+                        .iter()
+                        .filter_map(|p| p.metadata.uid.clone())
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let before = router_pods(&ns).await?;
+        ns.apply(&endpoint(0, 1)).await?;
+        wait_until("every answer to come from second", 2 * MINUTE, || async {
+            for _ in 0..20 {
+                let (code, variant, _) =
+                    via_service(&ns, "iris", "/invocations", &[], rows).await?;
+                if code != 200 || variant != "second" {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .await?;
+        ensure!(
+            router_pods(&ns).await? == before,
+            "the router was replaced for a weight change"
+        );
         Ok(())
     })
     .await;
