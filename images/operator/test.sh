@@ -65,6 +65,13 @@ check "--help lists the flags the chart sets through the environment" contains_a
 check "--help names the environment variables the chart sets" contains_all "$help" \
   KILN_METRICS_BIND_ADDRESS KILN_HEALTH_BIND_ADDRESS KILN_LEADER_ELECT KILN_LEASE_NAME \
   KILN_LEASE_NAMESPACE KILN_LOG_FORMAT KILN_LOG_LEVEL KILN_WATCH_NAMESPACE
+check "--help lists the Endpoint settings the chart sets" contains_all "$help" \
+  --runtime-image --router-image --router-replicas KILN_ROUTER_IMAGE KILN_ROUTER_REPLICAS
+# The traffic router of Endpoints ships in the same image and starts locked down.
+check "kiln-router --help exits 0 read-only, as uid 65532, with no capabilities" \
+  docker run "${LOCKED_DOWN[@]}" --entrypoint /usr/local/bin/kiln-router "$IMAGE" --help
+check "kiln-router is not writable by the user it runs as" \
+  docker run --rm --entrypoint /bin/sh "$IMAGE" -c 'test ! -w /usr/local/bin/kiln-router'
 
 printf 'test-images: %d passed, %d failed\n' "$passed" "$failed"
 [[ $failed -eq 0 ]]
