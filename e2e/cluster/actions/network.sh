@@ -3,7 +3,8 @@
 # network with a fixed subnet; the host is its gateway. Pod networking is
 # kind's recipe: each node's pods get addresses from the node's podCIDR
 # (assigned by the controller-manager) through the ptp and host-local CNI
-# plugins, and every node routes each other node's podCIDR to that node.
+# plugins, and every node routes each other node's podCIDR to that node; so
+# does the host, where the control plane runs.
 
 action_docker_network() {
   docker_up
@@ -56,5 +57,9 @@ action_pod_network() {
       docker exec "$node" ip route replace "${cidrs[$other]}" via "$oip" \
         || die "adding the route to $other's pods on $node failed"
     done < <(nodes)
+    # The control plane runs on the host: the API server reaches pods (its
+    # service and pod proxy, webhooks, aggregated APIs) through each node.
+    ip route replace "$cidr" via "$ip" \
+      || die "adding the host's route to $node's pods failed"
   done < <(nodes)
 }

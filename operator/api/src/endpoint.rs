@@ -32,6 +32,7 @@ use crate::training_job::BuiltinAlgorithm;
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas", description = "ready serving replicas over all variants"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("an Endpoint's name must be a DNS label of at most 63 characters that starts with a letter: it names the endpoint's Service"),
     validation = Rule::new("self.spec.mode == oldSelf.spec.mode").message("an Endpoint's mode cannot change: create a new Endpoint").field_path(".spec.mode"),
     cel
 )]
@@ -494,6 +495,11 @@ pub struct EndpointStatus {
     /// change that needs new serving pods, and named in their labels.
     #[serde(default)]
     pub revision: i64,
+    /// The hash of the serving pod templates of `revision`: a spec change
+    /// that changes it raises `revision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub serving_template_hash: Option<String>,
     /// The revision the rollout started from, which a rollback returns to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_revision: Option<i64>,

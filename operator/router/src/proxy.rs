@@ -269,12 +269,31 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| "application/octet-stream".into())
 }
 
+/// Waits between attempts of a request whose connection could not be made
+/// (refused, unreachable): nothing was sent, so trying again is safe
+/// whatever the method. This covers a variant's new replica that is in its
+/// Service but not yet in every node's forwarding rules, and one that just
+/// stopped; 775 ms in all, then the caller gets 502.
+const CONNECT_RETRY_DELAYS_MS: [u64; 5] = [25, 50, 100, 200, 400];
+
 /// Sends `request`; `Err` says why no answer came.
 async fn send(
     client: &HttpClient,
     request: hyper::Request<Full<Bytes>>,
 ) -> Result<hyper::Response<Incoming>, String> {
-    client.request(request).await.map_err(|e| chain(&e))
+    let (parts, body) = request.into_parts();
+    let mut delays = CONNECT_RETRY_DELAYS_MS.iter();
+    loop {
+        let attempt = hyper::Request::from_parts(parts.clone(), body.clone());
+        match client.request(attempt).await {
+            Ok(response) => return Ok(response),
+            Err(e) if e.is_connect() => match delays.next() {
+                Some(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+                None => return Err(chain(&e)),
+            },
+            Err(e) => return Err(chain(&e)),
+        }
+    }
 }
 
 /// Sends `request` and reads the whole answer.

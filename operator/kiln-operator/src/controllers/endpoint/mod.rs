@@ -60,7 +60,6 @@ pub async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Act
     let old = endpoint.status.clone().unwrap_or_default();
     let mut status = old.clone();
     status.observed_generation = generation;
-    let router = build::router_name(&name);
     status.url = Some(build::service_url(&name, &namespace, settings));
 
     if let Some(message) = unsupported(&endpoint) {
@@ -156,19 +155,17 @@ pub async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Act
         &now,
     );
 
+    // A new serving template is a new revision; the hash is kept in status
+    // beside the revision, so both change in one write.
     let weights = build::initial_weights(&endpoint);
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let previous_hash = config_maps
-        .get_opt(&router)
-        .await?
-        .and_then(|c| c.metadata.annotations)
-        .and_then(|a| a.get(build::TEMPLATE_HASH_ANNOTATION).cloned());
     let mut children = build::children(&endpoint, &served, &weights, status.revision, settings);
-    if status.revision == 0 || previous_hash.as_deref() != Some(children.template_hash.as_str()) {
+    if status.serving_template_hash.as_deref() != Some(children.template_hash.as_str()) {
         if status.revision > 0 {
             status.previous_revision = Some(status.revision);
         }
         status.revision += 1;
+        status.serving_template_hash = Some(children.template_hash.clone());
         children = build::children(&endpoint, &served, &weights, status.revision, settings);
     }
 
@@ -198,7 +195,9 @@ pub async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Act
                     &message,
                 )
                 .await;
-                return Ok(Action::await_change());
+                // What refused it (a quota, a policy, an object of the same
+                // name) may go away without a change of the Endpoint.
+                return Ok(Action::requeue(UNRESOLVED_RECHECK));
             }
             Err(e) => return Err(e),
         };

@@ -2,7 +2,7 @@
 //! API client, so every choice here is unit-tested without a cluster.
 //!
 //! Every rank is a pod named `<job>-a<attempt>-<rank>` with the host name
-//! `algo-<rank+1>` under a headless Service named like the job, so the
+//! `algo-<rank+1>` under a headless Service `<job>-hosts`, so the
 //! SageMaker hosts resolve and PyTorch's rendezvous finds `algo-1`. The
 //! steps of a pod run in order as init containers: one `kiln-runtime fetch`
 //! per remote channel, the checkpoint download, the checkpoint-sync sidecar
@@ -76,6 +76,13 @@ pub struct Children {
     pub service: Service,
     /// One pod per rank, rank 0 first.
     pub pods: Vec<Pod>,
+}
+
+/// The headless Service's name, `<job>-hosts`: the pods' subdomain, so
+/// `algo-N.<job>-hosts` resolves. Not the job's own name, which an
+/// Endpoint of the same name uses for its Service.
+pub fn service_name(job: &str) -> String {
+    format!("{job}-hosts")
 }
 
 /// The ConfigMap's name.
@@ -178,7 +185,7 @@ pub fn children(job: &TrainingJob, attempt: i32, settings: &Settings) -> Childre
     };
 
     let service = Service {
-        metadata: meta(name.clone(), job_labels.clone()),
+        metadata: meta(service_name(&name), job_labels.clone()),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             // Ranks are never Ready (training runs in an init container), and
@@ -462,7 +469,8 @@ fn pod_spec(
     }
 
     let hosts: Vec<String> = (0..layout.replicas).map(host).collect();
-    let service_host = |h: &str| format!("{h}.{name}");
+    let subdomain = service_name(name);
+    let service_host = |h: &str| format!("{h}.{subdomain}");
     let master = service_host(&host(0));
     let channels: Vec<&str> = spec.inputs.iter().map(|c| c.name.as_str()).collect();
     let mut train_env = vec![
@@ -647,10 +655,11 @@ fn pod_spec(
     PodSpec {
         restart_policy: Some("Never".into()),
         hostname: Some(host(rank)),
-        subdomain: Some(name.to_string()),
+        subdomain: Some(service_name(name)),
         dns_config: Some(PodDNSConfig {
             searches: Some(vec![format!(
-                "{name}.{namespace}.svc.{}",
+                "{}.{namespace}.svc.{}",
+                service_name(name),
                 settings.cluster_domain
             )]),
             ..PodDNSConfig::default()

@@ -62,7 +62,7 @@ fn one_pod_per_rank_with_stable_names_hosts_and_owner() {
             spec.hostname.as_deref(),
             Some(format!("algo-{}", rank + 1).as_str())
         );
-        assert_eq!(spec.subdomain.as_deref(), Some("iris-linear"));
+        assert_eq!(spec.subdomain.as_deref(), Some("iris-linear-hosts"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -94,7 +94,7 @@ fn service_is_headless_and_publishes_ranks_before_they_are_ready() {
     assert_eq!(spec.selector.unwrap()[ATTEMPT_LABEL], "1");
     assert_eq!(
         children.service.metadata.name.as_deref(),
-        Some("iris-linear")
+        Some("iris-linear-hosts")
     );
 }
 
@@ -156,7 +156,7 @@ fn ranks_see_the_sagemaker_and_pytorch_variables() {
     assert_eq!(env_of(train, "SM_NUM_CPUS").as_deref(), Some("2"));
     assert_eq!(
         env_of(train, "MASTER_ADDR").as_deref(),
-        Some("algo-1.iris-linear")
+        Some("algo-1.iris-linear-hosts")
     );
     assert_eq!(env_of(train, "MASTER_PORT").as_deref(), Some("29500"));
     assert_eq!(env_of(train, "WORLD_SIZE").as_deref(), Some("2"));
@@ -189,7 +189,7 @@ fn ranks_see_the_sagemaker_and_pytorch_variables() {
         .unwrap();
     assert_eq!(
         dns.searches.as_ref().unwrap()[0],
-        "iris-linear.ml.svc.cluster.local"
+        "iris-linear-hosts.ml.svc.cluster.local"
     );
 }
 
