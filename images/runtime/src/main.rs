@@ -2,13 +2,14 @@
 //! SageMaker training contract; `serve` serves its models (SageMaker
 //! inference contract and Open Inference Protocol); `describe` prints an
 //! algorithm's hyperparameters; `fetch`, `push` and `sync` move channels,
-//! models and checkpoints between the pod and its object store.
+//! models and checkpoints between the pod and its object store; `inspect`
+//! reports a model artifact's digest for the operator's ModelPackage check.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln_runtime::transfer::{self, fetch, push, sync};
+use kiln_runtime::transfer::{self, fetch, inspect, push, sync};
 use kiln_runtime::{algo, run, serve};
 
 #[derive(Parser, Debug)]
@@ -42,6 +43,9 @@ enum Command {
     /// Upload a folder's new and changed files every interval and once more
     /// on SIGTERM: the checkpoint sidecar.
     Sync(SyncArgs),
+    /// Read a model artifact (a .tar.gz or a prefix) and report its SHA-256,
+    /// size and model.json's algorithm as JSON: the ModelPackage check.
+    Inspect(InspectArgs),
 }
 
 /// The termination message path of the transfer commands.
@@ -117,6 +121,20 @@ struct SyncArgs {
     /// Encrypt the uploaded objects with this KMS key (SSE-KMS, s3:// only).
     #[arg(long)]
     kms_key_id: Option<String>,
+    #[command(flatten)]
+    termination: TerminationArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct InspectArgs {
+    /// The artifact: s3://, gs:// or az:// (a .tar.gz object or a prefix),
+    /// file:// or a path (a .tar.gz file or a folder).
+    #[arg(long)]
+    uri: String,
+    /// kiln: model.json must be there (a built-in's model); any: a model
+    /// for your own image, model.json read when present.
+    #[arg(long, value_enum, default_value = "kiln")]
+    format: inspect::Format,
     #[command(flatten)]
     termination: TerminationArgs,
 }
@@ -205,7 +223,7 @@ fn parse() -> Cli {
     let args: Vec<String> = std::env::args().collect();
     let transfer = matches!(
         args.get(1).map(String::as_str),
-        Some("fetch" | "push" | "sync")
+        Some("fetch" | "push" | "sync" | "inspect")
     );
     if transfer && e.use_stderr() {
         let flag = "--termination-message";
@@ -265,6 +283,15 @@ fn main() -> ExitCode {
             };
             let path = args.termination.termination_message;
             ExitCode::from(transfer::report(&path, || sync::run(&options)))
+        }
+        Command::Inspect(args) => {
+            let options = inspect::Options {
+                uri: args.uri,
+                format: args.format,
+                termination_message: args.termination.termination_message.clone(),
+            };
+            let path = args.termination.termination_message;
+            ExitCode::from(transfer::report(&path, || inspect::run(&options)))
         }
         Command::Describe { algorithm } => match algo::find(&algorithm) {
             Ok(a) => {

@@ -339,6 +339,12 @@ impl Remote {
         Ok(out)
     }
 
+    /// Whether `object` (from [`Remote::list`]) is the one object the URI
+    /// names, rather than one under it as a prefix.
+    pub fn names_object(&self, object: &Object) -> bool {
+        object.key == self.prefix.as_ref()
+    }
+
     /// Like [`Remote::list`], but none is an empty list.
     pub async fn list_objects(&self) -> Result<Vec<Object>> {
         let mut out = Vec::new();

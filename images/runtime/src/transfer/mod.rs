@@ -2,15 +2,19 @@
 //! lays the pod out: `fetch` (an init container per remote channel, and one
 //! that restores checkpoints), `push` (the main container, after training:
 //! the model folder to the output URI as `model.tar.gz`) and `sync` (the
-//! checkpoint sidecar). Every store call goes through [`crate::storage`].
+//! checkpoint sidecar); and `inspect`, which reads a model artifact for the
+//! operator's check of a ModelPackage. Every store call goes through
+//! [`crate::storage`].
 //!
 //! Each command ends in one of three ways: success (exit 0); a failure
 //! whose fix is in the job's spec, such as a wrong URI, no data or an empty
 //! model folder (exit 2); or any other failure, such as the store or the
-//! network (exit 1). A failure's message says what to fix, goes to stderr
-//! and to the termination message file, and never holds credentials.
+//! network (exit 1). `inspect` tells one more: nothing at the URI (exit 3).
+//! A failure's message says what to fix, goes to stderr and to the
+//! termination message file, and never holds credentials.
 
 pub mod fetch;
+pub mod inspect;
 pub mod push;
 pub mod sync;
 
