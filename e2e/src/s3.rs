@@ -85,16 +85,18 @@ impl S3 {
 
     /// The keys under `prefix`, sorted (the first 1000).
     pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let out = self.curl(
-            "",
-            &[
-                "-G",
-                "--data-urlencode",
-                "list-type=2",
-                "--data-urlencode",
-                &format!("prefix={prefix}"),
-            ],
-        )?;
+        // SigV4 signs the query as sent: every byte but the unreserved ones
+        // percent-encoded, as the store canonicalizes it.
+        let encoded: String = prefix
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let out = self.curl(&format!("?list-type=2&prefix={encoded}"), &[])?;
         ensure!(
             out.status.success(),
             "listing {prefix}: {}",

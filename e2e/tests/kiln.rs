@@ -903,6 +903,7 @@ spec:
             (85.0..=95.0).contains(&share),
             "main took {share:.1}% of {total} requests, not 90±5 ({counts:?})"
         );
+        eprintln!("endpoint: main answered {share:.1}% of {total} requests ({counts:?})");
         for header in ["X-Kiln-Target-Variant", "X-Amzn-SageMaker-Target-Variant"] {
             for _ in 0..10 {
                 let (code, variant, _) =
@@ -994,6 +995,384 @@ spec:
         ensure!(
             router_pods(&ns).await? == before,
             "the router was replaced for a weight change"
+        );
+        let revision = endpoint_status(&ns, "iris")?["revision"].as_i64().unwrap_or(0);
+        ensure!(revision == 1, "a weight change made revision {revision}");
+
+        // A new serving template rolls out under steady load with no failed
+        // request: four callers keep asking until the old replica is gone.
+        let old_pods: Vec<String> = ns
+            .pods()
+            .list(&ListParams::default().labels("kiln.dev/endpoint=iris,kiln.dev/variant=second"))
+            .await?
+            .items
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let failures = std::sync::Mutex::new(Vec::<String>::new());
+        let sent = std::sync::atomic::AtomicUsize::new(0);
+        let load = (0..4).map(|_| async {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                match via_service(&ns, "iris", "/invocations", &[], rows).await {
+                    Ok((200, _, _)) => {}
+                    Ok((code, _, body)) => failures.lock().unwrap().push(format!("{code}: {body}")),
+                    Err(e) => failures.lock().unwrap().push(format!("{e:#}")),
+                }
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+        let rollout = async {
+            let changed = endpoint(0, 1).replace(
+                "      algorithm: linear-learner\n",
+                "      algorithm: linear-learner\n        env: [{name: KILN_E2E_ROLLOUT, value: \"2\"}]\n",
+            );
+            ensure!(changed.contains("KILN_E2E_ROLLOUT"), "the rollout edit did not apply");
+            ns.apply(&changed).await?;
+            let result = wait_until("revision 2 to be in service with the old replica gone", 3 * MINUTE, || async {
+                let status = endpoint_status(&ns, "iris")?;
+                let pods = ns
+                    .pods()
+                    .list(&ListParams::default().labels("kiln.dev/endpoint=iris,kiln.dev/variant=second"))
+                    .await?
+                    .items;
+                let old_gone = pods
+                    .iter()
+                    .all(|p| !old_pods.contains(p.metadata.name.as_ref().unwrap()));
+                Ok((status["revision"] == 2 && status["state"] == "InService" && old_gone)
+                    .then_some(status))
+            })
+            .await;
+            // A little more load after the old replica is gone.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            result
+        };
+        let (status, _) = futures::future::try_join(rollout, futures::future::try_join_all(load)).await?;
+        let failures = failures.into_inner().unwrap();
+        let sent = sent.into_inner();
+        ensure!(
+            failures.is_empty(),
+            "{} of {sent} requests failed during the rollout: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        ensure!(sent >= 50, "only {sent} requests ran during the rollout");
+        eprintln!("endpoint: rollout of revision 2 under load: {sent} requests, none failed");
+        ensure!(status["previousRevision"].is_null() && status["revision"] == 2, "status: {status:#}");
+        Ok(())
+    })
+    .await;
+}
+
+/// A ModelPackage (or ModelPackageGroup) as JSON, read through kubectl.
+fn kiln_object(ns: &TestNamespace, kind: &str, name: &str) -> Result<serde_json::Value> {
+    let text = ns.kubectl(&["get", &format!("{kind}.kiln.dev"), name, "-o", "json"])?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The condition of this type in a status, or null.
+fn condition_of(status: &serde_json::Value, type_: &str) -> serde_json::Value {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn model_package(name: &str, group: &str, uri: &str, job: Option<&str>) -> String {
+    let source = job
+        .map(|j| format!("  source: {{trainingJob: {j}}}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+apiVersion: kiln.dev/v1alpha1
+kind: ModelPackage
+metadata: {{name: {name}}}
+spec:
+  groupName: {group}
+  inference:
+    modelData: {{uri: "{uri}", secretRef: {{name: kiln-s3}}}}
+    algorithm: linear-learner
+  modelMetrics:
+    values: [{{name: "validation:accuracy", value: 0.9}}]
+{source}"#
+    )
+}
+
+fn model_package_group(name: &str) -> String {
+    format!(
+        r#"
+apiVersion: kiln.dev/v1alpha1
+kind: ModelPackageGroup
+metadata: {{name: {name}}}
+spec:
+  description: iris in the e2e registry
+"#
+    )
+}
+
+/// Waits until ModelPackage NAME's Ready condition has `status` and
+/// `reason`; returns the package's status.
+async fn wait_package(
+    ns: &TestNamespace,
+    name: &str,
+    status: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
+    wait_until(
+        &format!("ModelPackage {name} to be Ready={status} ({reason})"),
+        timeout,
+        || async {
+            let found = kiln_object(ns, "modelpackages", name)?["status"].clone();
+            let ready = condition_of(&found, "Ready");
+            Ok((ready["status"] == status && ready["reason"] == reason).then_some(found))
+        },
+    )
+    .await
+}
+
+/// The SHA-256 of bytes, as `sha256sum` prints it.
+fn sha256_hex(bytes: &[u8]) -> Result<String> {
+    let file = std::env::temp_dir().join(format!("kiln-e2e-sha-{}", std::process::id()));
+    std::fs::write(&file, bytes)?;
+    let out = Command::new("sha256sum").arg(&file).output()?;
+    std::fs::remove_file(&file).ok();
+    ensure!(out.status.success(), "sha256sum failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// The model registry on the cluster: a ModelPackage registered from a
+/// trained job's artifact waits for its group, is numbered 1 with the
+/// artifact's SHA-256 and the job's lineage, is approved with `kubectl
+/// patch` (its metrics are fixed from then on) and becomes its group's
+/// newest Approved version; ten packages created at once in another group
+/// get versions 1 to 10; a package whose artifact is missing says so.
+#[tokio::test]
+#[ignore = "needs the local cluster and the Kiln images: make test-e2e"]
+async fn model_registry_numbers_checks_approves_and_traces_versions() {
+    run("registry", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        let s3 = s3_secret(&ns).await?;
+        let data = ns.cluster.repo.join("e2e/manifests/data/iris");
+        let prefix = format!("e2e/{}/iris", ns.name);
+        s3.put(&format!("{prefix}/train/data.csv"), &data.join("train.csv"))?;
+        s3.put(
+            &format!("{prefix}/validation/data.csv"),
+            &data.join("validation.csv"),
+        )?;
+        install_operator(&ns)?;
+        ns.apply(&linear_learner_job("iris", &s3.bucket, &prefix, 1))
+            .await?;
+        let job = wait_finished(&ns, "iris", 5 * MINUTE).await?;
+        ensure!(job["state"] == "Completed", "the job failed: {job:#}");
+        let artifact = job["modelArtifactUri"]
+            .as_str()
+            .context("no modelArtifactUri")?
+            .to_string();
+        let key = artifact
+            .strip_prefix(&format!("s3://{}/", s3.bucket))
+            .with_context(|| format!("{artifact} is not in the test bucket"))?;
+        let bytes = s3.get(key)?;
+        let digest = format!("sha256:{}", sha256_hex(&bytes)?);
+
+        // Registered before its group exists: it says so, and is numbered
+        // once the group is created.
+        ns.apply(&model_package("iris-v1", "iris", &artifact, Some("iris")))
+            .await?;
+        let waiting = wait_package(&ns, "iris-v1", "False", "GroupNotFound", 2 * MINUTE).await?;
+        ensure!(
+            condition_of(&waiting, "Ready")["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ModelPackageGroup iris does not exist")),
+            "{waiting:#}"
+        );
+        ns.apply(&model_package_group("iris")).await?;
+        let status = wait_package(&ns, "iris-v1", "True", "Registered", 3 * MINUTE).await?;
+        ensure!(status["version"] == 1, "version: {status:#}");
+        ensure!(status["state"] == "Completed", "state: {status:#}");
+        ensure!(
+            status["artifactDigest"] == digest.as_str()
+                && status["artifactSizeBytes"] == bytes.len() as u64,
+            "the digest of {artifact} is {digest} ({} bytes): {status:#}",
+            bytes.len()
+        );
+        ensure!(
+            status["lastArtifactCheck"]["result"] == "Verified",
+            "{status:#}"
+        );
+        let lineage = &status["lineage"];
+        ensure!(
+            lineage["trainingJob"] == "iris"
+                && lineage["hyperparameters"]["epochs"] == "20"
+                && lineage["modelArtifactUri"] == artifact.as_str(),
+            "lineage: {lineage:#}"
+        );
+        let inputs: Vec<String> = lineage["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["uri"].as_str().map(str::to_string))
+            .collect();
+        ensure!(
+            inputs.contains(&format!("s3://{}/{prefix}/train/", s3.bucket)),
+            "lineage inputs: {inputs:?}"
+        );
+        ensure!(
+            lineage["finalMetrics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["name"] == "validation:accuracy"),
+            "lineage metrics: {lineage:#}"
+        );
+        // The check's pod is gone once its result is in status.
+        wait_until("the check pod of iris-v1 to go", MINUTE, || async {
+            let pods = ns
+                .pods()
+                .list(&ListParams::default().labels("kiln.dev/model-package=iris-v1"))
+                .await?;
+            Ok(pods.items.is_empty().then_some(()))
+        })
+        .await?;
+
+        // Approval is an edit of the spec, as GitOps makes it.
+        ns.kubectl(&[
+            "patch",
+            "modelpackage.kiln.dev",
+            "iris-v1",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"approval":{"status":"Approved","approvedBy":"e2e@kiln.dev","description":"accurate enough"}}}"#,
+        ])?;
+        let approved = wait_until("iris-v1's approval in status", MINUTE, || async {
+            let status = kiln_object(&ns, "modelpackages", "iris-v1")?["status"].clone();
+            Ok((status["approvalStatus"] == "Approved").then_some(status))
+        })
+        .await?;
+        ensure!(
+            approved["approvedBy"] == "e2e@kiln.dev"
+                && approved["approvalDescription"] == "accurate enough"
+                && approved["lastApprovalChangeTime"].is_string(),
+            "{approved:#}"
+        );
+        let group = wait_until("group iris to serve version 1", MINUTE, || async {
+            let status = kiln_object(&ns, "modelpackagegroups", "iris")?["status"].clone();
+            Ok((status["latestApproved"]["version"] == 1).then_some(status))
+        })
+        .await?;
+        ensure!(
+            group["latestApproved"]["name"] == "iris-v1"
+                && condition_of(&group, "Ready")["status"] == "True",
+            "group: {group:#}"
+        );
+        let events = ns.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=iris-v1",
+            "-o",
+            "json",
+        ])?;
+        let events: serde_json::Value = serde_json::from_str(&events)?;
+        let approval = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["reason"] == "ApprovalChanged")
+            .with_context(|| format!("no ApprovalChanged event: {events:#}"))?;
+        ensure!(
+            approval["message"]
+                .as_str()
+                .or(approval["note"].as_str())
+                .is_some_and(|m| m.contains("Approved by e2e@kiln.dev")),
+            "the approval event: {approval:#}"
+        );
+        // What was approved keeps its metrics.
+        let out = ns.cluster.kubectl_output(&[
+            "-n",
+            &ns.name,
+            "patch",
+            "modelpackage.kiln.dev",
+            "iris-v1",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"modelMetrics":{"values":[{"name":"validation:accuracy","value":1.0}]}}}"#,
+        ])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && stderr.contains("spec.modelMetrics cannot change while the package is Approved"),
+            "changing an Approved package's metrics was not refused as it should be: {stderr}"
+        );
+
+        // An artifact that is not there: numbered, not Ready, and why.
+        let missing = format!("s3://{}/{prefix}/nothing/model.tar.gz", s3.bucket);
+        ns.apply(&model_package("iris-missing", "iris", &missing, None))
+            .await?;
+        let status =
+            wait_package(&ns, "iris-missing", "False", "ArtifactNotFound", 3 * MINUTE).await?;
+        let message = condition_of(&status, "Ready")["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ensure!(
+            message.contains(&missing) && message.contains("nothing there"),
+            "the reason does not name the missing artifact: {status:#}"
+        );
+        ensure!(
+            status["state"] == "Failed" && status["version"] == 2,
+            "{status:#}"
+        );
+
+        // Ten packages created at once in a group of their own: 1 to 10.
+        ns.apply(&model_package_group("burst")).await?;
+        let manifests: Vec<String> = (1..=10)
+            .map(|i| model_package(&format!("burst-{i}"), "burst", &artifact, None))
+            .collect();
+        futures::future::try_join_all(manifests.iter().map(|m| ns.apply(m))).await?;
+        let versions = wait_until("ten burst versions", 3 * MINUTE, || async {
+            let text = ns.kubectl(&[
+                "get",
+                "modelpackages.kiln.dev",
+                "--field-selector",
+                "spec.groupName=burst",
+                "-o",
+                "json",
+            ])?;
+            let list: serde_json::Value = serde_json::from_str(&text)?;
+            let versions: Vec<i64> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["status"]["version"].as_i64())
+                .collect();
+            Ok((versions.len() == 10).then_some(versions))
+        })
+        .await?;
+        let mut sorted = versions.clone();
+        sorted.sort_unstable();
+        ensure!(
+            sorted == (1..=10).collect::<Vec<i64>>(),
+            "ten packages at once got versions {versions:?}"
+        );
+        for i in 1..=10 {
+            wait_package(&ns, &format!("burst-{i}"), "True", "Registered", 5 * MINUTE).await?;
+        }
+        let burst = kiln_object(&ns, "modelpackagegroups", "burst")?["status"].clone();
+        ensure!(
+            burst["latestVersion"] == 10 && burst["versionCount"] == 10,
+            "group burst: {burst:#}"
         );
         Ok(())
     })
