@@ -16,15 +16,23 @@ CHART="$HERE/../charts/kiln"
 NS=${KILN_DEMO_NAMESPACE:-kiln-demo}
 k() { "$KUBECTL" "$@"; }
 step() { printf '\n== %s\n' "$*"; }
+show_and_apply() { # prints the manifest on stdin, then kubectl applies it
+  local manifest
+  manifest=$(cat)
+  printf '%s\n' "$manifest"
+  printf '%s\n' "$manifest" | k -n "$NS" apply -f -
+}
 
-step "1. Install Kiln: helm upgrade --install kiln charts/kiln (namespace kiln-system)"
+# The demo's operator watches only its namespace, so the e2e suite's own
+# operators (one per test namespace) never meet it on the same cluster.
+step "1. Install Kiln: helm upgrade --install kiln charts/kiln (namespace kiln-system, watching $NS)"
+k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
 "$HELM" upgrade --install kiln "$CHART" --namespace kiln-system --create-namespace \
   --set image.tag=dev --set image.pullPolicy=Never --set operator.runtimeImage=kiln/runtime:dev \
-  --wait --timeout 5m
+  --set operator.watchNamespace="$NS" --wait --timeout 5m
 k -n kiln-system get pods -o wide
 
 step "2. The data: iris as CSV in the S3 store (label first, no header)"
-k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
 secret() { k -n default get secret kiln-s3 -o "jsonpath={.data.$1}" | base64 -d; }
 k -n default get secret kiln-s3 -o json \
   | python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({"apiVersion":"v1","kind":"Secret","metadata":{"name":"kiln-s3"},"data":s["data"]}))' \
@@ -42,7 +50,7 @@ echo "s3://$BUCKET/demo/iris/train/train.csv ($(wc -l <"$DATA/train.csv") rows),
 
 step "3. Train: kubectl apply -f trainingjob.yaml (two data-parallel ranks)"
 k -n "$NS" delete trainingjob iris --ignore-not-found --wait >/dev/null
-cat <<YAML | tee /dev/stderr | k -n "$NS" apply -f -
+show_and_apply <<YAML
 apiVersion: kiln.dev/v1alpha1
 kind: TrainingJob
 metadata: {name: iris}
@@ -66,7 +74,7 @@ echo "model: $MODEL"
 echo "validation:accuracy: ${ACCURACY:-not reported}"
 
 step "4. Register: a ModelPackage of the group iris-classifier, pending approval"
-cat <<YAML | tee /dev/stderr | k -n "$NS" apply -f -
+show_and_apply <<YAML
 apiVersion: kiln.dev/v1alpha1
 kind: ModelPackage
 metadata: {name: iris-v1}
@@ -85,7 +93,7 @@ k -n "$NS" patch modelpackage iris-v1 --type merge \
   -p '{"spec":{"approval":{"status":"Approved","approvedBy":"demo","description":"accuracy '"${ACCURACY:-n/a}"' on validation"}}}'
 
 step "6. Deploy: an Endpoint serving the approved version behind the router"
-cat <<YAML | tee /dev/stderr | k -n "$NS" apply -f -
+show_and_apply <<YAML
 apiVersion: kiln.dev/v1alpha1
 kind: Endpoint
 metadata: {name: iris}
@@ -101,7 +109,7 @@ k -n "$NS" wait --for=condition=Ready=True endpoints.kiln.dev/iris --timeout=5m 
 k -n "$NS" get endpoints.kiln.dev iris
 
 step "7. Predict: POST /invocations through kubectl port-forward"
-LOCAL_PORT=${KILN_DEMO_PORT:-18080}
+LOCAL_PORT=${KILN_DEMO_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 k -n "$NS" port-forward svc/iris "$LOCAL_PORT:8080" >/dev/null 2>&1 &
 FORWARD=$!
 trap 'kill "$FORWARD" 2>/dev/null || true' EXIT
