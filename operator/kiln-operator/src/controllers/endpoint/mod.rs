@@ -595,3 +595,83 @@ pub fn error_policy(endpoint: Arc<Endpoint>, error: &Error, ctx: Arc<Context>) -
         Action::requeue(Duration::from_secs(300))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(variant: &str, status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("iris-{variant}-abc"), "labels": {build::VARIANT_LABEL: variant}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_model_that_cannot_load_and_an_image_that_cannot_be_pulled_are_named() {
+        let pods = [
+            pod(
+                "main",
+                serde_json::json!({"containerStatuses": [{
+                    "name": "serve", "image": "kiln/runtime:dev", "imageID": "", "ready": false, "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 2, "message": "loading\nno model.json under s3://m/x"}},
+                }]}),
+            ),
+            pod(
+                "second",
+                serde_json::json!({"containerStatuses": [{
+                    "name": "serve", "image": "nope", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}},
+                }]}),
+            ),
+            pod(
+                "fine",
+                serde_json::json!({"containerStatuses": [{
+                    "name": "serve", "image": "kiln/runtime:dev", "imageID": "", "ready": true, "restartCount": 0,
+                    "state": {"running": {}},
+                }]}),
+            ),
+        ];
+        let failures = serving_failures(&pods);
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert_eq!(failures[0].0, "ModelLoadFailed");
+        assert!(
+            failures[0].1.contains("variant main")
+                && failures[0]
+                    .1
+                    .ends_with("exited 2: no model.json under s3://m/x"),
+            "{}",
+            failures[0].1
+        );
+        assert_eq!(failures[1].0, "ImagePullFailed");
+        assert!(failures[1].1.contains("variant second") && failures[1].1.contains("not found"));
+    }
+
+    #[test]
+    fn a_rollout_is_done_when_every_wanted_replica_is_updated_and_ready() {
+        let deployment = |generation: i64,
+                          observed: i64,
+                          replicas: i32,
+                          updated: i32,
+                          ready: i32|
+         -> Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "d", "generation": generation},
+                "spec": {"replicas": 2, "selector": {}, "template": {}},
+                "status": {"observedGeneration": observed, "replicas": replicas, "updatedReplicas": updated, "readyReplicas": ready},
+            }))
+            .unwrap()
+        };
+        assert!(rollout_of(&deployment(3, 3, 2, 2, 2)).done);
+        // The controller has not seen the new template yet.
+        assert!(!rollout_of(&deployment(4, 3, 2, 2, 2)).done);
+        // A surged replica of the old template is still there.
+        assert!(!rollout_of(&deployment(3, 3, 3, 2, 3)).done);
+        // Updated but not ready.
+        let r = rollout_of(&deployment(3, 3, 2, 2, 1));
+        assert!(!r.done);
+        assert_eq!((r.replicas, r.ready), (2, 1));
+    }
+}
