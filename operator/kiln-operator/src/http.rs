@@ -14,17 +14,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::Metrics;
 
-/// What the probes report.
+/// What the probes report. Readiness means started (the API server has
+/// answered once, so the client is configured and authorized) and not
+/// shutting down: a later blip of the API server does not take every
+/// replica out of its Service at once (the metric
+/// `kiln_api_server_reachable` and the logs report it instead).
 #[derive(Default)]
 pub struct Health {
-    api_server_reachable: AtomicBool,
+    started: AtomicBool,
     shutting_down: AtomicBool,
 }
 
 impl Health {
     /// Records whether the last API server check answered.
     pub fn set_api_server_reachable(&self, yes: bool) {
-        self.api_server_reachable.store(yes, Ordering::Relaxed);
+        if yes {
+            self.started.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Marks the process as shutting down: readiness fails from now on.
@@ -36,8 +42,8 @@ impl Health {
     fn not_ready_reason(&self) -> Option<&'static str> {
         if self.shutting_down.load(Ordering::Relaxed) {
             Some("shutting down")
-        } else if !self.api_server_reachable.load(Ordering::Relaxed) {
-            Some("the Kubernetes API server has not answered")
+        } else if !self.started.load(Ordering::Relaxed) {
+            Some("the Kubernetes API server has not answered yet")
         } else {
             None
         }
@@ -115,7 +121,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readiness_follows_the_api_server_and_shutdown() {
+    async fn readiness_is_started_and_not_shutting_down() {
         let health = Arc::new(Health::default());
         let router = health_router(health.clone());
         assert_eq!(get(router.clone(), "/healthz").await.0, StatusCode::OK);
@@ -123,6 +129,9 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("API server"), "{body}");
         health.set_api_server_reachable(true);
+        assert_eq!(get(router.clone(), "/readyz").await.0, StatusCode::OK);
+        // A blip of the API server after start keeps the replica ready.
+        health.set_api_server_reachable(false);
         assert_eq!(get(router.clone(), "/readyz").await.0, StatusCode::OK);
         health.set_shutting_down();
         let (status, body) = get(router.clone(), "/readyz").await;
