@@ -50,6 +50,15 @@ ALLOWED_RULES = {
     ("apps", "deployments", verb) for verb in ("get", "list", "watch", "create", "patch", "delete")
 } | {
     ("", "services", verb) for verb in ("list", "delete")
+} | {
+    # The ModelPackage and ModelPackageGroup controllers (with modelpackages,
+    # trainingjobs and pods above): package status by server-side apply,
+    # group status by updates carrying its resourceVersion.
+    ("kiln.dev", "modelpackages/status", "patch"),
+} | {
+    ("kiln.dev", "modelpackagegroups", verb) for verb in ("get", "list", "watch")
+} | {
+    ("kiln.dev", "modelpackagegroups/status", "update"),
 }
 
 NAMESPACED_KINDS = {

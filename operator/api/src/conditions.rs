@@ -26,6 +26,8 @@ pub mod types {
     pub const SPEC_VALID: &str = "SpecValid";
     /// A referenced object (ModelPackage, TrainingJob, Secret) was resolved.
     pub const REFERENCES_RESOLVED: &str = "ReferencesResolved";
+    /// A ModelPackage's artifact was read and has its registered digest.
+    pub const ARTIFACT_VERIFIED: &str = "ArtifactVerified";
 }
 
 /// Condition reasons.
@@ -78,6 +80,38 @@ pub mod reasons {
     pub const STEP_FAILED: &str = "StepFailed";
     /// A model package was registered with its version number.
     pub const REGISTERED: &str = "Registered";
+    /// A ModelPackage names a ModelPackageGroup that does not exist.
+    pub const GROUP_NOT_FOUND: &str = "GroupNotFound";
+    /// A ModelPackage waits for its group to give it a version number.
+    pub const AWAITING_VERSION: &str = "AwaitingVersion";
+    /// A ModelPackage waits for the TrainingJob that makes its artifact.
+    pub const WAITING_FOR_TRAINING_JOB: &str = "WaitingForTrainingJob";
+    /// The artifact is being checked.
+    pub const VERIFYING: &str = "Verifying";
+    /// The artifact was read and its digest recorded or matched.
+    pub const VERIFIED: &str = "Verified";
+    /// The artifact's bytes differ from the ones registered; the message
+    /// holds both digests.
+    pub const ARTIFACT_CHANGED: &str = "ArtifactChanged";
+    /// Nothing is at the artifact's URI.
+    pub const ARTIFACT_NOT_FOUND: &str = "ArtifactNotFound";
+    /// The artifact is no usable model (no readable `model.json`, a broken
+    /// archive, another algorithm than `inference.algorithm`).
+    pub const INVALID_ARTIFACT: &str = "InvalidArtifact";
+    /// The artifact cannot be read from a pod (`file://`), so its digest is
+    /// not recorded.
+    pub const NOT_VERIFIABLE: &str = "NotVerifiable";
+    /// The check of the artifact could not run or finish (the store, the
+    /// network, credentials, the pod); it is tried again.
+    pub const ARTIFACT_CHECK_FAILED: &str = "ArtifactCheckFailed";
+    /// A package's lineage was copied from its TrainingJob.
+    pub const LINEAGE_RECORDED: &str = "LineageRecorded";
+    /// A ModelPackageGroup has no Approved version with an intact artifact.
+    pub const NO_APPROVED_VERSION: &str = "NoApprovedVersion";
+    /// A ModelPackageGroup serves an Approved version.
+    pub const APPROVED_VERSION: &str = "ApprovedVersion";
+    /// A ModelPackage's `spec.approval.status` changed.
+    pub const APPROVAL_CHANGED: &str = "ApprovalChanged";
 }
 
 /// Builds a condition for `generation` with the current time.

@@ -2,6 +2,16 @@
 //! Model Cards). The operator numbers versions within a group, records
 //! approval changes and checks the artifact; Endpoints and Pipelines refer to
 //! packages by name or by group ("newest approved").
+//!
+//! Registration: the ModelPackageGroup controller gives the package the
+//! group's next version number; the ModelPackage controller checks the
+//! artifact (a short-lived pod runs `kiln-runtime inspect`, which reads the
+//! artifact with the credentials of `inference.modelData.secretRef` and
+//! reports its SHA-256) and records the digest, copies the lineage of the
+//! TrainingJob that produced it and records each approval change. The
+//! artifact is checked again on every spec change and, while Approved,
+//! every 30 minutes: other bytes than the registered ones turn `Ready`
+//! False with reason `ArtifactChanged`, and Endpoints refuse the package.
 
 use std::collections::BTreeMap;
 
@@ -28,9 +38,11 @@ use crate::training_job::BuiltinAlgorithm;
     printcolumn(name = "Version", type_ = "integer", json_path = ".status.version"),
     printcolumn(name = "Approval", type_ = "string", json_path = ".spec.approval.status"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     selectable = ".spec.groupName",
     validation = Rule::new(crate::common::unchanged_rule("spec", &["groupName", "inference", "source"])).message("a ModelPackage's groupName, inference and source cannot change: register a new version instead").field_path(".spec"),
+    validation = Rule::new(metrics_fixed_once_approved()).message("spec.modelMetrics cannot change while the package is Approved: the metrics are what was approved; set approval.status to PendingManualApproval first, or register a new version").field_path(".spec.modelMetrics"),
     cel
 )]
 #[serde(rename_all = "camelCase")]
@@ -79,6 +91,16 @@ pub struct ModelPackageSpec {
     /// The model card (SageMaker Model Cards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_card: Option<ModelCard>,
+}
+
+/// The CEL transition rule that keeps `spec.modelMetrics` (absent counting
+/// as a value) while the stored object is Approved: approving a version
+/// approves its evaluation too.
+fn metrics_fixed_once_approved() -> String {
+    format!(
+        "!has(oldSelf.spec.approval) || !has(oldSelf.spec.approval.status) || oldSelf.spec.approval.status != 'Approved' || ({})",
+        crate::common::unchanged_rule("spec", &["modelMetrics"])
+    )
 }
 
 /// How a model is served.
@@ -390,31 +412,155 @@ pub struct Evaluation {
 #[serde(rename_all = "camelCase")]
 pub struct ModelPackageStatus {
     /// The version within the group, from 1 (SageMaker `ModelPackageVersion`),
-    /// allocated from the ModelPackageGroup's counter.
+    /// allocated from the ModelPackageGroup's counter. Written by the group's
+    /// controller only, once; it never changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<i64>,
     /// The SHA-256 of the artifact at `inference.modelData.uri` when the
     /// version was registered (`sha256:<hex>`); a changed artifact fails
-    /// `Ready` instead of silently serving other weights.
+    /// `Ready` instead of silently serving other weights. For a `.tar.gz`
+    /// (or any single object) the digest of its bytes; for a prefix the
+    /// digest of its `sha256sum` manifest (a line `<hex>  <relative key>` per
+    /// object, sorted by key), which is what `kiln-runtime push` reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 71))]
     pub artifact_digest: Option<String>,
+    /// The artifact's size in bytes when it was registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_size_bytes: Option<i64>,
+    /// The latest check of the artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_artifact_check: Option<ArtifactCheck>,
     /// The summary state (SageMaker `ModelPackageStatus`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ModelPackageState>,
-    /// When the version was registered.
+    /// When the version was registered: numbered and its artifact checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration_time: Option<Time>,
-    /// When the approval status last changed.
+    /// The approval decision as last recorded from `spec.approval.status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_status: Option<ApprovalStatus>,
+    /// Who made it, copied from `spec.approval.approvedBy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub approved_by: Option<String>,
+    /// Why, copied from `spec.approval.description`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub approval_description: Option<String>,
+    /// When the approval status last changed (an Event records each change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_approval_change_time: Option<Time>,
-    /// Conditions: `Ready`.
+    /// What the TrainingJob named in `spec.source.trainingJob` was when the
+    /// version was registered: copied once, so it outlives the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<TrainingLineage>,
+    /// Conditions: `Ready` (numbered, artifact checked and unchanged, group
+    /// present), with `ArtifactVerified` and `ReferencesResolved` (the group
+    /// and the source TrainingJob) beside it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("maxItems" = 16, "x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// One check of the artifact: a pod `<package>-check-<number>` running
+/// `kiln-runtime inspect`. Written to status before the pod is created, so
+/// an operator that restarts finds the pod of a check under way.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactCheck {
+    /// The check's number, from 1.
+    #[schemars(range(min = 1))]
+    pub number: i64,
+    /// The generation of the spec it was started for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When it started.
+    pub start_time: Time,
+    /// When it finished; unset while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// What it found; unset while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ArtifactCheckResult>,
+    /// The digest it computed (`sha256:<hex>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 71))]
+    pub digest: Option<String>,
+    /// What it said, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub message: Option<String>,
+    /// Checks that failed in a row, this one included (0 once one passes):
+    /// the next waits 1 minute after the first failure, doubling up to an hour.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub consecutive_failures: i32,
+}
+
+/// What a check of the artifact found.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ArtifactCheckResult {
+    /// The artifact is there, readable, and has the registered digest.
+    Verified,
+    /// The artifact's bytes differ from the registered ones.
+    Changed,
+    /// Nothing is at the URI.
+    NotFound,
+    /// Something is there, but not a usable model (no readable `model.json`,
+    /// a broken archive, another algorithm than `inference.algorithm`).
+    Invalid,
+    /// The check itself failed (the store, the network, credentials, the
+    /// pod); tried again in a minute.
+    Failed,
+}
+
+/// The TrainingJob a version came from, as it was when the version was registered.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingLineage {
+    /// The TrainingJob's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub training_job: String,
+    /// Its UID: a job deleted and created again under the same name is another run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    pub uid: Option<String>,
+    /// Its hyperparameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 100))]
+    pub hyperparameters: BTreeMap<String, String>,
+    /// Its input channels and where their data was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 20))]
+    pub inputs: Vec<LineageChannel>,
+    /// The last value of each metric it reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 50))]
+    pub final_metrics: Vec<MetricValue>,
+    /// Where it wrote its model; when this differs from
+    /// `inference.modelData.uri`, the `ReferencesResolved` condition says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub model_artifact_uri: Option<String>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+}
+
+/// An input channel of a TrainingJob.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LineageChannel {
+    /// The channel's name, e.g. `train`.
+    #[schemars(length(min = 1, max = 64))]
+    pub name: String,
+    /// Its data's URI.
+    #[schemars(length(min = 1, max = 1024))]
+    pub uri: String,
 }
 
 /// The summary state of a ModelPackage.
@@ -424,6 +570,7 @@ pub enum ModelPackageState {
     Pending,
     /// Registered.
     Completed,
-    /// Registration failed; the `Ready` condition says why.
+    /// Registration failed, or the artifact later changed or vanished; the
+    /// `Ready` condition says why.
     Failed,
 }

@@ -7,7 +7,12 @@
 //! `resourceVersion`, so two packages registered at once cannot both get the
 //! same number (the second update is refused with a conflict and retried
 //! against the new counter), and only then writes the number into the
-//! package's own status.
+//! package's own status. The same update records the allocation in
+//! `status.lastAllocation` (the number and the package's UID): an operator
+//! stopped between the two writes gives the package that number when it
+//! tries again, instead of taking another. A number is never given to two
+//! packages; one may be skipped (a gap) when another package's allocation
+//! came between such a stop and the retry.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -59,12 +64,24 @@ pub struct ModelPackageGroupStatus {
     /// The version counter: the number given to the newest version (0: none yet).
     #[serde(default)]
     pub latest_version: i64,
-    /// The newest Approved version, which Endpoints following the group serve.
+    /// The newest Approved version whose artifact is intact, which Endpoints
+    /// following the group serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_approved: Option<VersionReference>,
     /// Versions registered and not deleted.
     #[serde(default)]
     pub version_count: i32,
+    /// Of these, the Approved ones.
+    #[serde(default)]
+    pub approved_count: i32,
+    /// Of these, the ones waiting for review (`PendingManualApproval`).
+    #[serde(default)]
+    pub pending_approval_count: i32,
+    /// The newest number handed out and the package it went to (by UID):
+    /// the record that lets an allocation cut short between the group's
+    /// write and the package's be completed with the same number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_allocation: Option<VersionReference>,
 }
 
 /// A version of a group and the ModelPackage that holds it.
@@ -81,7 +98,7 @@ pub struct VersionReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 36))]
     pub uid: Option<String>,
-    /// When it was approved.
+    /// When it was approved (its `status.lastApprovalChangeTime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_time: Option<Time>,
 }

@@ -338,6 +338,37 @@ fn model_package_rules() {
         v["spec"]["approval"] = json!({"status": "Rejected", "description": "drift"});
     });
     approval_change.validate_cel_update(&old).unwrap();
+    // What was approved includes its evaluation: the metrics stay while the
+    // stored package is Approved, and may change once it is not.
+    let new_metrics = |v: &mut Value| {
+        v["spec"]["modelMetrics"]["values"][0]["value"] = json!(0.99);
+    };
+    let rewritten: ModelPackage = example("modelpackage.yaml", new_metrics);
+    refused(
+        rewritten.validate_cel_update(&old),
+        "spec.modelMetrics cannot change while the package is Approved",
+    );
+    let dropped: ModelPackage = example("modelpackage.yaml", |v| {
+        v["spec"].as_object_mut().unwrap().remove("modelMetrics");
+    });
+    refused(
+        dropped.validate_cel_update(&old),
+        "spec.modelMetrics cannot change while the package is Approved",
+    );
+    let pending = |v: &mut Value| {
+        v["spec"]["approval"] = json!({"status": "PendingManualApproval"});
+    };
+    let pending_old: ModelPackage = example("modelpackage.yaml", pending);
+    let pending_new: ModelPackage = example("modelpackage.yaml", |v| {
+        pending(v);
+        new_metrics(v);
+    });
+    pending_new.validate_cel_update(&pending_old).unwrap();
+    // Approving together with the final numbers is one update.
+    let approved_with_metrics: ModelPackage = example("modelpackage.yaml", new_metrics);
+    approved_with_metrics
+        .validate_cel_update(&pending_old)
+        .unwrap();
 }
 
 #[test]

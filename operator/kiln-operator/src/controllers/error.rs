@@ -16,6 +16,10 @@ pub enum Error {
     /// The object lacks what the API server always sets (a namespace, a UID).
     #[error("{0}")]
     Incomplete(&'static str),
+    /// Optimistic-concurrency writes kept meeting newer ones (a version
+    /// counter written by others in between); retried with backoff.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -25,12 +29,13 @@ impl Error {
             Error::Kube(_) => "KubernetesApiError",
             Error::ChildRefused(_) => "ChildRefused",
             Error::Incomplete(_) => "Incomplete",
+            Error::Conflict(_) => "Conflict",
         }
     }
 
     /// Whether retrying the same spec can help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Kube(_))
+        matches!(self, Error::Kube(_) | Error::Conflict(_))
     }
 
     /// Sorts an API error on creating a child: a refusal of the object itself

@@ -7,6 +7,8 @@
 pub mod apply;
 pub mod endpoint;
 pub mod error;
+pub mod model_package;
+pub mod model_package_group;
 pub mod pods;
 pub mod training_job;
 
@@ -17,7 +19,8 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kiln_api::endpoint::Endpoint;
-use kiln_api::model_package::ModelPackage;
+use kiln_api::model_package::{ModelPackage, ModelPackageState};
+use kiln_api::model_package_group::ModelPackageGroup;
 use kiln_api::training_job::{TrainingJob, TrainingJobState};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
@@ -81,7 +84,12 @@ impl Context {
 }
 
 /// The names of the registered controllers, for the start-up log.
-pub const REGISTERED: &[&str] = &["TrainingJob", "Endpoint"];
+pub const REGISTERED: &[&str] = &[
+    "TrainingJob",
+    "Endpoint",
+    "ModelPackage",
+    "ModelPackageGroup",
+];
 
 /// Runs every registered controller until `shutdown` fires.
 pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -104,8 +112,25 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
     let jobs = Controller::new(ctx.api::<TrainingJob>(), watcher::Config::default())
         .owns(ctx.api::<Pod>(), pods_of_jobs)
         .graceful_shutdown_on(stop());
-    let gauges = tokio::spawn(count_jobs(
+    let gauges = tokio::spawn(count_states(
         jobs.store(),
+        "TrainingJob",
+        &[
+            "Pending",
+            "InProgress",
+            "Completed",
+            "Failed",
+            "Stopping",
+            "Stopped",
+        ],
+        |job: &TrainingJob| match job.status.as_ref().and_then(|s| s.state) {
+            None => "Pending",
+            Some(TrainingJobState::InProgress) => "InProgress",
+            Some(TrainingJobState::Completed) => "Completed",
+            Some(TrainingJobState::Failed) => "Failed",
+            Some(TrainingJobState::Stopping) => "Stopping",
+            Some(TrainingJobState::Stopped) => "Stopped",
+        },
         ctx.metrics.clone(),
         shutdown.clone(),
     ));
@@ -169,8 +194,81 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         )
         .for_each(log_outcome);
 
-    futures::join!(jobs, endpoints);
+    // ModelPackages: each artifact check is a pod the package owns; a group
+    // created wakes the packages that name it, and a TrainingJob finishing
+    // the packages whose lineage it is.
+    let check_pods = watcher::Config::default().labels(model_package::check::CHECK_LABEL);
+    let packages = Controller::new(ctx.api::<ModelPackage>(), watcher::Config::default())
+        .owns(ctx.api::<Pod>(), check_pods);
+    let package_store = packages.store();
+    let package_gauges = tokio::spawn(count_states(
+        package_store.clone(),
+        "ModelPackage",
+        &["Pending", "Completed", "Failed"],
+        |package: &ModelPackage| match package.status.as_ref().and_then(|s| s.state) {
+            None | Some(ModelPackageState::Pending) => "Pending",
+            Some(ModelPackageState::Completed) => "Completed",
+            Some(ModelPackageState::Failed) => "Failed",
+        },
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    let packages = packages
+        .watches(
+            ctx.api::<ModelPackageGroup>(),
+            watcher::Config::default(),
+            {
+                let store = package_store.clone();
+                move |group| model_package::in_group(&store, &group)
+            },
+        )
+        .watches(ctx.api::<TrainingJob>(), watcher::Config::default(), {
+            let store = package_store.clone();
+            move |job| model_package::from_job(&store, &job)
+        })
+        .graceful_shutdown_on(stop())
+        .run(
+            |package, ctx| {
+                let span = span("ModelPackage", package.as_ref());
+                timed(
+                    "ModelPackage",
+                    ctx.metrics.clone(),
+                    model_package::reconcile(package, ctx),
+                )
+                .instrument(span)
+            },
+            model_package::error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    // ModelPackageGroups: every change of a package wakes its group, which
+    // numbers new versions and keeps the newest Approved one.
+    let groups = Controller::new(ctx.api::<ModelPackageGroup>(), watcher::Config::default())
+        .watches(
+            ctx.api::<ModelPackage>(),
+            watcher::Config::default(),
+            |package| model_package_group::group_of(&package),
+        )
+        .graceful_shutdown_on(stop())
+        .run(
+            |group, ctx| {
+                let span = span("ModelPackageGroup", group.as_ref());
+                timed(
+                    "ModelPackageGroup",
+                    ctx.metrics.clone(),
+                    model_package_group::reconcile(group, ctx),
+                )
+                .instrument(span)
+            },
+            model_package_group::error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    futures::join!(jobs, endpoints, packages, groups);
     gauges.abort();
+    package_gauges.abort();
     Ok(())
 }
 
@@ -206,40 +304,27 @@ async fn log_outcome<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T,
     }
 }
 
-/// Keeps the jobs-by-state gauge in step with the controller's cache.
-async fn count_jobs(
-    store: kube::runtime::reflector::Store<TrainingJob>,
+/// Keeps the objects-by-state gauge of `kind` in step with a controller's
+/// cache: every state in `states` is reported, zero included.
+async fn count_states<K>(
+    store: kube::runtime::reflector::Store<K>,
+    kind: &'static str,
+    states: &'static [&'static str],
+    state_of: impl Fn(&K) -> &'static str,
     metrics: Metrics,
     shutdown: CancellationToken,
-) {
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
     loop {
-        let mut counts = std::collections::BTreeMap::<&str, i64>::new();
-        for state in [
-            "Pending",
-            "InProgress",
-            "Completed",
-            "Failed",
-            "Stopping",
-            "Stopped",
-        ] {
-            counts.insert(state, 0);
-        }
-        for job in store.state() {
-            let state = match job.status.as_ref().and_then(|s| s.state) {
-                None => "Pending",
-                Some(TrainingJobState::InProgress) => "InProgress",
-                Some(TrainingJobState::Completed) => "Completed",
-                Some(TrainingJobState::Failed) => "Failed",
-                Some(TrainingJobState::Stopping) => "Stopping",
-                Some(TrainingJobState::Stopped) => "Stopped",
-            };
-            *counts.entry(state).or_default() += 1;
+        let mut counts: std::collections::BTreeMap<&str, i64> =
+            states.iter().map(|s| (*s, 0)).collect();
+        for object in store.state() {
+            *counts.entry(state_of(&object)).or_default() += 1;
         }
         for (state, n) in counts {
-            metrics
-                .jobs
-                .with_label_values(&["TrainingJob", state])
-                .set(n);
+            metrics.jobs.with_label_values(&[kind, state]).set(n);
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
