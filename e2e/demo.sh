@@ -76,6 +76,12 @@ echo "validation:accuracy: ${ACCURACY:-not reported}"
 step "4. Register: a ModelPackage of the group iris-classifier, pending approval"
 show_and_apply <<YAML
 apiVersion: kiln.dev/v1alpha1
+kind: ModelPackageGroup
+metadata: {name: iris-classifier}
+spec:
+  description: classifies iris flowers from four measurements
+---
+apiVersion: kiln.dev/v1alpha1
 kind: ModelPackage
 metadata: {name: iris-v1}
 spec:
@@ -87,6 +93,10 @@ spec:
   source: {trainingJob: iris}
   approval: {status: PendingManualApproval}
 YAML
+# Numbered by its group, its artifact's SHA-256 recorded, its lineage copied.
+k -n "$NS" wait --for=condition=Ready=True modelpackage/iris-v1 --timeout=3m \
+  || { k -n "$NS" get modelpackage iris-v1 -o yaml; die "the model package was not registered"; }
+k -n "$NS" get modelpackage iris-v1
 
 step "5. Approve: kubectl patch modelpackage iris-v1 (approval.status Approved)"
 k -n "$NS" patch modelpackage iris-v1 --type merge \
