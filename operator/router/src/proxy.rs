@@ -283,6 +283,7 @@ async fn send(
 ) -> Result<hyper::Response<Incoming>, String> {
     let (parts, body) = request.into_parts();
     let mut delays = CONNECT_RETRY_DELAYS_MS.iter();
+    let mut retried_closed = false;
     loop {
         let attempt = hyper::Request::from_parts(parts.clone(), body.clone());
         match client.request(attempt).await {
@@ -291,9 +292,25 @@ async fn send(
                 Some(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
                 None => return Err(chain(&e)),
             },
+            // A pooled connection the variant closed as the request went out
+            // (a replica draining its idle connections): no answer began, so
+            // the request goes once more, on a fresh connection.
+            Err(e) if !retried_closed && closed_before_answer(&e) => retried_closed = true,
             Err(e) => return Err(chain(&e)),
         }
     }
+}
+
+/// Whether the connection closed before any of the answer arrived.
+fn closed_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_canceled();
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Sends `request` and reads the whole answer.

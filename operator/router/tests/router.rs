@@ -919,3 +919,57 @@ async fn a_refused_connection_is_tried_again_before_a_502() {
     server.abort();
     router.stop().await;
 }
+
+/// A variant that closes the connection as a request arrives (a replica
+/// draining its idle keep-alive connections) gets the request once more
+/// on a fresh connection; one that keeps doing so gets a 502.
+#[tokio::test]
+async fn a_connection_closed_before_the_answer_is_tried_once_more() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn flaky(closes: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    if n >= closes {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh")
+                            .await;
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}"), accepted)
+    }
+    let (once, once_seen) = flaky(1).await;
+    let (always, _) = flaky(usize::MAX).await;
+    let router = Running::start_with(
+        &json!({
+            "endpoint": "ep", "requestTimeoutSeconds": 5,
+            "variants": [
+                {"name": "once", "url": once, "weight": 1},
+                {"name": "always", "url": always, "weight": 0},
+            ],
+        }),
+        |_| {},
+    )
+    .await;
+    let answer = router.call("/invocations", &[]).await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "fresh")
+    );
+    assert_eq!(once_seen.load(Ordering::SeqCst), 2);
+    let broken = router
+        .call("/invocations", &[(TARGET_VARIANT_HEADER, "always")])
+        .await;
+    assert_eq!(broken.status, StatusCode::BAD_GATEWAY);
+    router.stop().await;
+}
