@@ -150,7 +150,32 @@ pub fn from_package_named(
             ),
         ));
     }
+    if let Some(refused) = artifact_refused(package) {
+        return Err(refused);
+    }
     Ok(from_package(package, source))
+}
+
+/// Why a package's artifact must not be served: the registry's check found
+/// it changed, gone or unusable (`ArtifactVerified` False; its message says
+/// how, with both digests for a changed one). A package not checked yet
+/// (Unknown) stays servable.
+fn artifact_refused(package: &ModelPackage) -> Option<Unresolved> {
+    use kiln_api::conditions::{find, reasons, types};
+    let status = package.status.as_ref()?;
+    let c = find(&status.conditions, types::ARTIFACT_VERIFIED)?;
+    if c.status != "False" {
+        return None;
+    }
+    let reason = match c.reason.as_str() {
+        reasons::ARTIFACT_NOT_FOUND => reasons::ARTIFACT_NOT_FOUND,
+        reasons::INVALID_ARTIFACT => reasons::INVALID_ARTIFACT,
+        _ => reasons::ARTIFACT_CHANGED,
+    };
+    Some(unresolved(
+        reason,
+        format!("ModelPackage {}: {}", package.name_any(), c.message),
+    ))
 }
 
 /// A group's given version, or its newest Approved one.
@@ -183,6 +208,7 @@ pub fn from_group(
     members
         .iter()
         .filter(|p| p.spec.approval.status == ApprovalStatus::Approved)
+        .filter(|p| artifact_refused(p).is_none())
         .filter_map(|p| version_of(p).map(|v| (v, *p)))
         .max_by_key(|(v, _)| *v)
         .map(|(_, p)| from_package(p, source))
@@ -336,6 +362,31 @@ mod tests {
             from_group(&group, &unnumbered, &source).unwrap_err().reason,
             "ModelNotApproved"
         );
+        // A version whose artifact changed is never served; the group falls
+        // back to the newest intact one.
+        let mut changed = all.clone();
+        changed[1]
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .push(kiln_api::conditions::condition(
+                kiln_api::conditions::types::ARTIFACT_VERIFIED,
+                false,
+                kiln_api::conditions::reasons::ARTIFACT_CHANGED,
+                "registered sha256:aa, found sha256:bb",
+                None,
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ),
+            ));
+        assert_eq!(
+            from_group(&group, &changed, &source).unwrap().model_uri,
+            "s3://b/m1.tar.gz"
+        );
+        let refused = from_package_named("m2", Some(&changed[1]), &source).unwrap_err();
+        assert_eq!(refused.reason, "ArtifactChanged");
+        assert!(refused.message.contains("sha256:bb"), "{}", refused.message);
         let empty = ModelPackageRef {
             group: Some("none".into()),
             ..ModelPackageRef::default()
