@@ -7,7 +7,7 @@ export KILN_CACHE ?= $(HOME)/.cache/kiln
 # Rows of the timing summary that `make test` prints (e2e/tools/timing.sh).
 export KILN_TIMINGS ?= $(CURDIR)/.out/timings.tsv
 
-.PHONY: help test test-tools test-unit test-unit-deps test-crds test-chart test-images lint fmt crds chart-crds images bench-train bench-serve bench-tuning fuzz-serve
+.PHONY: help test test-tools test-unit test-unit-deps test-crds test-chart test-images lint fmt crds chart-crds images bench-train bench-serve bench-endpoint bench-tuning fuzz-serve
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -95,6 +95,15 @@ bench-serve: ## kiln-runtime serve vs MLServer and the bare HTTP limit: req/s, p
 	  $(TORCH_ENV) $(CARGO) build --release --locked -p kiln-runtime --bin kiln-runtime --example bare_http && \
 	  target="$$(realpath "$${CARGO_TARGET_DIR:-target}")/release" && \
 	  "$$py" images/runtime/bench/bench_serve.py "$$target/kiln-runtime" "$$target/examples/bare_http" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-serve"
+
+# One serve and one router (release builds) on loopback: wrk straight to
+# serve and through the router, alternating rounds; then capture, a shadow
+# and a one-thread router. About 4 minutes once built; timings never fail it.
+bench-endpoint: ## kiln-router's own cost: req/s, p50, p99 straight to serve vs through the router, with capture and a shadow (wrk)
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -q wrk; } >/dev/null || { echo "bench-endpoint needs wrk (apt-get install wrk)"; exit 1; }
+	$(TORCH_ENV) $(CARGO) build --release --locked -p kiln-runtime --bin kiln-runtime -p kiln-router --bin kiln-router && \
+	  target="$$(realpath "$${CARGO_TARGET_DIR:-target}")/release" && \
+	  python3 operator/router/bench/bench_endpoint.py "$$target/kiln-runtime" "$$target/kiln-router" "$${KILN_CACHE:-$$HOME/.cache/kiln}/bench-endpoint"
 
 bench-tuning: ## kiln-tuning's Bayesian, TPE and random search vs Optuna's samplers: median regret per budget, hypervolume vs NSGA-II (SEEDS=20, ONLY=branin,...)
 	py="$$(images/runtime/python-env.sh optuna)" && \

@@ -8,7 +8,9 @@ connections and duration) (a) straight to serve and (b) through the
 router, alternating a/b for several rounds after a warm-up. Then the router
 with data capture on (every request, to a file:// folder) and with a shadow
 variant (a second serve process, every request copied) alternate with the
-plain router for a few rounds more. Each configuration is applied the way
+plain router for a few rounds more, and so does a second router that
+differs only by running one worker thread (TOKIO_WORKER_THREADS=1; the
+runtime's default is one per CPU). Each configuration is applied the way
 the operator applies it: the router's file is rewritten and the router
 picks it up live (`GET /config` shows the revision).
 
@@ -113,8 +115,8 @@ def train(kiln, work):
     return f"{ml}/model"
 
 
-def start(cmd):
-    env = dict(os.environ, RUST_LOG="warn")
+def start(cmd, **extra_env):
+    env = dict(os.environ, RUST_LOG="warn", **extra_env)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env, start_new_session=True)
 
@@ -263,14 +265,15 @@ def main():
     log("training an iris-like linear-learner model")
     model = train(kiln, work)
 
-    serve_port, shadow_port, router_port, admin_port = (free_port() for _ in range(4))
+    serve_port, shadow_port, router_port, admin_port, one_port, one_admin = (
+        free_port() for _ in range(6))
     serve_url, shadow_url = f"http://127.0.0.1:{serve_port}", f"http://127.0.0.1:{shadow_port}"
     router = Router(os.path.join(work, "router.json"), serve_url)
     router.write()
     capture_dir = tempfile.mkdtemp(prefix="kiln-capture-")
     procs = []
     results = {"direct": [], "router": [], "router (plain, beside the extras)": [],
-               "router + capture": [], "router + shadow": []}
+               "router + capture": [], "router + shadow": [], "router, 1 worker thread": []}
     counters = {}
     try:
         for port in (serve_port, shadow_port):
@@ -282,11 +285,20 @@ def main():
                             "--port", str(router_port), "--admin-port", str(admin_port)]))
         wait_http(f"http://127.0.0.1:{admin_port}/healthz", procs[-1])
         router.admin = admin_port
-        pids = {"serve": procs[0].pid, "router": procs[2].pid, "shadow": procs[1].pid}
+        # The same router with one worker thread, idle but in its own rounds.
+        one_config = os.path.join(work, "router-one.json")
+        shutil.copy(router.path, one_config)
+        procs.append(start([router_bin, "--config", one_config, "--address", "127.0.0.1",
+                            "--port", str(one_port), "--admin-port", str(one_admin)],
+                           TOKIO_WORKER_THREADS="1"))
+        wait_http(f"http://127.0.0.1:{one_admin}/healthz", procs[-1])
+        pids = {"serve": procs[0].pid, "router": procs[2].pid, "shadow": procs[1].pid,
+                "router-1": procs[3].pid}
         bench = Bench(work, pids)
 
         direct_url = f"{serve_url}/invocations"
         routed_url = f"http://127.0.0.1:{router_port}/invocations"
+        one_url = f"http://127.0.0.1:{one_port}/invocations"
         direct, _ = post(direct_url, ROW)
         routed, headers = post(routed_url, ROW)
         log(f"serve answers {direct.decode().strip()!r}; through the router "
@@ -315,6 +327,8 @@ def main():
                 router.write(shadow_url=shadow_url)
                 results["router + shadow"].append(
                     bench.run(f"extra {i + 1}/{EXTRA_ROUNDS} router + shadow", routed_url))
+                results["router, 1 worker thread"].append(
+                    bench.run(f"extra {i + 1}/{EXTRA_ROUNDS} router, 1 worker thread", one_url))
             router.write()
             m1 = metrics(admin_port)
             for key, prefix, labels in [
@@ -327,7 +341,7 @@ def main():
             ]:
                 counters[key] = metric(m1, prefix, **labels) - metric(m0, prefix, **labels)
     finally:
-        for p in reversed(procs):  # the router first: it writes what capture holds
+        for p in reversed(procs):  # the routers first: one writes what capture holds
             stop(p)
         counters["capture files"], counters["capture bytes"] = du(capture_dir)
         shutil.rmtree(capture_dir, ignore_errors=True)
@@ -344,7 +358,7 @@ def report(results, counters, load_before):
           "POST /invocations, one CSV row (text/csv)")
     print(f"wrk {THREADS} threads, {CONNECTIONS} connections, {SECONDS} s per round; "
           f"{ROUNDS} rounds direct/router alternating after {WARMUP} s warm-up each, "
-          f"then {EXTRA_ROUNDS} rounds of router / + capture / + shadow")
+          f"then {EXTRA_ROUNDS} rounds of router / + capture / + shadow / 1 worker thread")
     print(f"{cores} CPUs, shared by wrk, the router and serve (and the shadow's serve): "
           f"serve and the router each run one thread per CPU, none pinned; "
           f"load average before: {load_before[0]:.2f}")
@@ -378,6 +392,10 @@ def report(results, counters, load_before):
             x = results[name]
             print(f"{what}: {med(x, 'rps') / med(plain, 'rps') * 100:.0f}% of the plain router's "
                   f"throughput, p99 {med(x, 'p99') - med(plain, 'p99'):+.3f} ms")
+        one = results["router, 1 worker thread"]
+        print(f"the router with 1 worker thread: {med(one, 'rps') / med(plain, 'rps') * 100:.0f}% "
+              f"of the default router's throughput ({med(one, 'rps') / med(d, 'rps') * 100:.0f}% of "
+              f"direct), p99 {med(one, 'p99') - med(plain, 'p99'):+.3f} ms")
         print(f"shadow copies: {counters['shadow sent']:.0f} sent, "
               f"{counters['shadow dropped']:.0f} dropped (64 in flight), "
               f"{counters['shadow error']:.0f} errors")
