@@ -5,6 +5,7 @@
 //! operator runs only controllers that exist.
 
 pub mod apply;
+pub mod backoff;
 pub mod endpoint;
 pub mod error;
 pub mod model_package;
@@ -45,6 +46,8 @@ pub struct Context {
     pub endpoint_settings: endpoint::build::Settings,
     /// The namespace to watch, or None for all.
     pub watch_namespace: Option<String>,
+    /// Retry waits of objects whose reconcile failed.
+    pub backoff: Arc<backoff::Backoff>,
 }
 
 impl Context {
@@ -68,6 +71,7 @@ impl Context {
             settings,
             endpoint_settings,
             watch_namespace,
+            backoff: Arc::default(),
         }
     }
 
@@ -138,11 +142,17 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         .run(
             |job, ctx| {
                 let span = span("TrainingJob", job.as_ref());
-                timed(
-                    "TrainingJob",
-                    ctx.metrics.clone(),
-                    training_job::reconcile(job, ctx),
-                )
+                let key = backoff::key("TrainingJob", job.as_ref());
+                let outer = ctx.clone();
+                async move {
+                    timed(
+                        "TrainingJob",
+                        &outer,
+                        key,
+                        training_job::reconcile(job, ctx),
+                    )
+                    .await
+                }
                 .instrument(span)
             },
             training_job::error_policy,
@@ -182,12 +192,10 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         .run(
             |ep, ctx| {
                 let span = span("Endpoint", ep.as_ref());
-                timed(
-                    "Endpoint",
-                    ctx.metrics.clone(),
-                    endpoint::reconcile(ep, ctx),
-                )
-                .instrument(span)
+                let key = backoff::key("Endpoint", ep.as_ref());
+                let outer = ctx.clone();
+                async move { timed("Endpoint", &outer, key, endpoint::reconcile(ep, ctx)).await }
+                    .instrument(span)
             },
             endpoint::error_policy,
             ctx.clone(),
@@ -230,11 +238,17 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         .run(
             |package, ctx| {
                 let span = span("ModelPackage", package.as_ref());
-                timed(
-                    "ModelPackage",
-                    ctx.metrics.clone(),
-                    model_package::reconcile(package, ctx),
-                )
+                let key = backoff::key("ModelPackage", package.as_ref());
+                let outer = ctx.clone();
+                async move {
+                    timed(
+                        "ModelPackage",
+                        &outer,
+                        key,
+                        model_package::reconcile(package, ctx),
+                    )
+                    .await
+                }
                 .instrument(span)
             },
             model_package::error_policy,
@@ -254,11 +268,17 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         .run(
             |group, ctx| {
                 let span = span("ModelPackageGroup", group.as_ref());
-                timed(
-                    "ModelPackageGroup",
-                    ctx.metrics.clone(),
-                    model_package_group::reconcile(group, ctx),
-                )
+                let key = backoff::key("ModelPackageGroup", group.as_ref());
+                let outer = ctx.clone();
+                async move {
+                    timed(
+                        "ModelPackageGroup",
+                        &outer,
+                        key,
+                        model_package_group::reconcile(group, ctx),
+                    )
+                    .await
+                }
                 .instrument(span)
             },
             model_package_group::error_policy,
@@ -281,12 +301,15 @@ fn span<K: ResourceExt>(kind: &'static str, object: &K) -> tracing::Span {
     )
 }
 
-/// Runs one reconcile, timing and counting it by kind and outcome.
+/// Runs one reconcile, timing and counting it by kind and outcome; a
+/// success resets the object's retry backoff.
 async fn timed<T>(
     kind: &'static str,
-    metrics: Metrics,
+    ctx: &Context,
+    key: String,
     reconcile: impl std::future::Future<Output = error::Result<T>>,
 ) -> error::Result<T> {
+    let metrics = &ctx.metrics;
     let timer = metrics
         .reconcile_duration
         .with_label_values(&[kind])
@@ -295,6 +318,9 @@ async fn timed<T>(
     timer.observe_duration();
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics.reconciles.with_label_values(&[kind, outcome]).inc();
+    if result.is_ok() {
+        ctx.backoff.reset(&key);
+    }
     result
 }
 

@@ -590,7 +590,10 @@ pub fn error_policy(endpoint: Arc<Endpoint>, error: &Error, ctx: Arc<Context>) -
         .inc();
     tracing::warn!(endpoint = %endpoint.name_any(), namespace = endpoint.namespace().unwrap_or_default(), error = %error, "reconcile failed");
     if error.is_transient() {
-        Action::requeue(Duration::from_secs(5))
+        Action::requeue(
+            ctx.backoff
+                .next(&super::backoff::key("Endpoint", endpoint.as_ref())),
+        )
     } else {
         Action::requeue(Duration::from_secs(300))
     }

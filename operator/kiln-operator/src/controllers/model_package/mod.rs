@@ -450,7 +450,10 @@ pub fn error_policy(package: Arc<ModelPackage>, error: &Error, ctx: Arc<Context>
         .inc();
     tracing::warn!(package = %package.name_any(), namespace = package.namespace().unwrap_or_default(), error = %error, "reconcile failed");
     if error.is_transient() {
-        Action::requeue(Duration::from_secs(5))
+        Action::requeue(
+            ctx.backoff
+                .next(&super::backoff::key("ModelPackage", package.as_ref())),
+        )
     } else {
         Action::requeue(Duration::from_secs(300))
     }

@@ -218,7 +218,10 @@ pub fn error_policy(group: Arc<ModelPackageGroup>, error: &Error, ctx: Arc<Conte
         .inc();
     tracing::warn!(group = %group.name_any(), namespace = group.namespace().unwrap_or_default(), error = %error, "reconcile failed");
     if error.is_transient() {
-        Action::requeue(Duration::from_secs(5))
+        Action::requeue(
+            ctx.backoff
+                .next(&super::backoff::key("ModelPackageGroup", group.as_ref())),
+        )
     } else {
         Action::requeue(Duration::from_secs(300))
     }

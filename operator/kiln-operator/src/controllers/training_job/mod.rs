@@ -672,7 +672,10 @@ pub fn error_policy(job: Arc<TrainingJob>, error: &Error, ctx: Arc<Context>) -> 
         .inc();
     tracing::warn!(job = %job.name_any(), namespace = job.namespace().unwrap_or_default(), error = %error, "reconcile failed");
     if error.is_transient() {
-        Action::requeue(Duration::from_secs(5))
+        Action::requeue(
+            ctx.backoff
+                .next(&super::backoff::key("TrainingJob", job.as_ref())),
+        )
     } else {
         Action::requeue(Duration::from_secs(300))
     }
