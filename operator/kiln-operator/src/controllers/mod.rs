@@ -301,6 +301,29 @@ fn span<K: ResourceExt>(kind: &'static str, object: &K) -> tracing::Span {
     )
 }
 
+/// What a failed reconcile of any kind does next: the error is counted by
+/// kind and reason and logged; a transient one retries after the object's
+/// backoff, a permanent one (a refused child) is looked at again after five
+/// minutes, or sooner on a change of the object.
+pub fn error_policy<K: ResourceExt>(
+    kind: &'static str,
+    object: &K,
+    error: &error::Error,
+    ctx: &Context,
+) -> kube::runtime::controller::Action {
+    use kube::runtime::controller::Action;
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[kind, error.metric_label()])
+        .inc();
+    tracing::warn!(kind, name = %object.name_any(), namespace = object.namespace().unwrap_or_default(), error = %error, "reconcile failed");
+    if error.is_transient() {
+        Action::requeue(ctx.backoff.next(&backoff::key(kind, object)))
+    } else {
+        Action::requeue(Duration::from_secs(300))
+    }
+}
+
 /// Runs one reconcile, timing and counting it by kind and outcome; a
 /// success resets the object's retry backoff.
 async fn timed<T>(

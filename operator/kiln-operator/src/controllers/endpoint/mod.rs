@@ -584,19 +584,7 @@ pub fn referring<K: ResourceExt>(
 /// What a failed reconcile does next: transient errors back off and retry;
 /// a refused child waits for a spec change, re-checked every five minutes.
 pub fn error_policy(endpoint: Arc<Endpoint>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&["Endpoint", error.metric_label()])
-        .inc();
-    tracing::warn!(endpoint = %endpoint.name_any(), namespace = endpoint.namespace().unwrap_or_default(), error = %error, "reconcile failed");
-    if error.is_transient() {
-        Action::requeue(
-            ctx.backoff
-                .next(&super::backoff::key("Endpoint", endpoint.as_ref())),
-        )
-    } else {
-        Action::requeue(Duration::from_secs(300))
-    }
+    super::error_policy("Endpoint", endpoint.as_ref(), error, &ctx)
 }
 
 #[cfg(test)]

@@ -444,17 +444,5 @@ pub fn from_job(store: &Store<ModelPackage>, job: &TrainingJob) -> Vec<ObjectRef
 
 /// What a failed reconcile does next: transient errors back off and retry.
 pub fn error_policy(package: Arc<ModelPackage>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&["ModelPackage", error.metric_label()])
-        .inc();
-    tracing::warn!(package = %package.name_any(), namespace = package.namespace().unwrap_or_default(), error = %error, "reconcile failed");
-    if error.is_transient() {
-        Action::requeue(
-            ctx.backoff
-                .next(&super::backoff::key("ModelPackage", package.as_ref())),
-        )
-    } else {
-        Action::requeue(Duration::from_secs(300))
-    }
+    super::error_policy("ModelPackage", package.as_ref(), error, &ctx)
 }

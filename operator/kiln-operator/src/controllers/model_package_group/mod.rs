@@ -11,7 +11,6 @@
 pub mod allocate;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -212,17 +211,5 @@ pub fn group_of(package: &ModelPackage) -> Option<ObjectRef<ModelPackageGroup>> 
 
 /// What a failed reconcile does next: transient errors back off and retry.
 pub fn error_policy(group: Arc<ModelPackageGroup>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&["ModelPackageGroup", error.metric_label()])
-        .inc();
-    tracing::warn!(group = %group.name_any(), namespace = group.namespace().unwrap_or_default(), error = %error, "reconcile failed");
-    if error.is_transient() {
-        Action::requeue(
-            ctx.backoff
-                .next(&super::backoff::key("ModelPackageGroup", group.as_ref())),
-        )
-    } else {
-        Action::requeue(Duration::from_secs(300))
-    }
+    super::error_policy("ModelPackageGroup", group.as_ref(), error, &ctx)
 }

@@ -666,17 +666,5 @@ async fn publish(ctx: &Context, job: &TrainingJob, type_: EventType, reason: &st
 /// What a failed reconcile does next: transient errors back off and retry;
 /// a refused child is reported on the object.
 pub fn error_policy(job: Arc<TrainingJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&["TrainingJob", error.metric_label()])
-        .inc();
-    tracing::warn!(job = %job.name_any(), namespace = job.namespace().unwrap_or_default(), error = %error, "reconcile failed");
-    if error.is_transient() {
-        Action::requeue(
-            ctx.backoff
-                .next(&super::backoff::key("TrainingJob", job.as_ref())),
-        )
-    } else {
-        Action::requeue(Duration::from_secs(300))
-    }
+    super::error_policy("TrainingJob", job.as_ref(), error, &ctx)
 }
