@@ -89,30 +89,41 @@ pub async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Act
     // Resolve every variant's model before touching anything.
     let mut served = Vec::new();
     let mut missing = Vec::new();
-    for v in &endpoint.spec.variants {
-        match resolve::resolve(&ctx.client, &namespace, &v.model).await? {
+    let spec = &endpoint.spec;
+    let wanted = spec
+        .variants
+        .iter()
+        .map(|v| {
+            (
+                &v.name,
+                false,
+                v.replicas,
+                &v.resources,
+                &v.placement,
+                &v.model,
+            )
+        })
+        .chain(spec.shadow_variants.iter().map(|s| {
+            (
+                &s.name,
+                true,
+                s.replicas,
+                &s.resources,
+                &s.placement,
+                &s.model,
+            )
+        }));
+    for (variant, shadow, replicas, resources, placement, source) in wanted {
+        match resolve::resolve(&ctx.client, &namespace, source).await? {
             Ok(model) => served.push(ServedVariant {
-                name: &v.name,
-                shadow: false,
-                replicas: v.replicas,
-                resources: &v.resources,
-                placement: &v.placement,
+                name: variant,
+                shadow,
+                replicas,
+                resources,
+                placement,
                 model,
             }),
-            Err(u) => missing.push((v.name.clone(), u)),
-        }
-    }
-    for s in &endpoint.spec.shadow_variants {
-        match resolve::resolve(&ctx.client, &namespace, &s.model).await? {
-            Ok(model) => served.push(ServedVariant {
-                name: &s.name,
-                shadow: true,
-                replicas: s.replicas,
-                resources: &s.resources,
-                placement: &s.placement,
-                model,
-            }),
-            Err(u) => missing.push((s.name.clone(), u)),
+            Err(u) => missing.push((variant.clone(), u)),
         }
     }
     if let Some((_, first)) = missing.first() {
