@@ -2,7 +2,7 @@
 //! and one from the previous, and the ring all-reduce over them.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::DistConfig;
@@ -78,6 +78,41 @@ fn read_u32(s: &mut TcpStream) -> std::io::Result<u32> {
     Ok(u32::from_le_bytes(b))
 }
 
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// How long a new connection has to introduce itself. Anything may connect
+/// to a rank's ports (a port scan, a probe, a rank of an earlier attempt);
+/// one that says nothing must not hold up the rendezvous.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the `n` bytes a peer opens with, within [`HELLO_TIMEOUT`].
+fn read_hello(s: &mut TcpStream, n: usize) -> std::io::Result<Vec<u8>> {
+    s.set_read_timeout(Some(HELLO_TIMEOUT))?;
+    let mut b = vec![0u8; n];
+    s.read_exact(&mut b)?;
+    s.set_read_timeout(None)?;
+    Ok(b)
+}
+
+/// A number no other ring shares: it names this attempt's ring, so that a
+/// connection from another job or from an earlier attempt of this one is
+/// told apart from the previous rank. The standard library seeds every
+/// `RandomState` from the operating system.
+fn ring_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
 fn accept_before(
     listener: &TcpListener,
     deadline: Instant,
@@ -93,7 +128,10 @@ fn accept_before(
                 s.set_nodelay(true).map_err(|e| dist_err(what, e))?;
                 return Ok((s, a));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(Error::Distributed(format!("{what}: timed out")));
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(dist_err(what, e)),
@@ -101,10 +139,131 @@ fn accept_before(
     }
 }
 
+/// Rank 0's side of the rendezvous: waits for every other rank's hello
+/// (MAGIC, rank, world, ring port), then sends each the ring's nonce and
+/// the table of every rank's ring address.
+fn serve_rendezvous(
+    config: &DistConfig,
+    ring_port: u16,
+    nonce: u64,
+    deadline: Instant,
+) -> Result<Vec<String>> {
+    let world = config.world;
+    let master = TcpListener::bind(("0.0.0.0", config.master_port))
+        .map_err(|e| dist_err(&format!("listening on port {}", config.master_port), e))?;
+    let mut addrs: Vec<Option<String>> = vec![None; world];
+    addrs[0] = Some(format!("{}:{ring_port}", config.master_addr));
+    let mut peers: Vec<Option<TcpStream>> = (0..world).map(|_| None).collect();
+    while addrs.iter().any(Option::is_none) {
+        let missing = || {
+            let ranks: Vec<String> = (0..world)
+                .filter(|r| addrs[*r].is_none())
+                .map(|r| r.to_string())
+                .collect();
+            format!(
+                "waiting for ranks at the rendezvous on port {} (missing: {})",
+                config.master_port,
+                ranks.join(", ")
+            )
+        };
+        let (mut s, peer) = accept_before(&master, deadline, &missing())?;
+        let hello = match read_hello(&mut s, 16) {
+            Ok(h) if &h[..4] == MAGIC => h,
+            _ => {
+                tracing::warn!(%peer, "rendezvous: ignoring a connection that did not introduce itself as a Kiln rank");
+                continue;
+            }
+        };
+        let (r, w, port) = (
+            u32_at(&hello, 4) as usize,
+            u32_at(&hello, 8) as usize,
+            u32_at(&hello, 12),
+        );
+        if w != world || r == 0 || r >= world {
+            return Err(Error::Distributed(format!(
+                "rendezvous: {peer} announced rank {r} of {w}; this job has ranks 1 to {} of {world} (check WORLD_SIZE and RANK)",
+                world - 1
+            )));
+        }
+        if addrs[r].is_some() {
+            tracing::warn!(%peer, rank = r, "rendezvous: a rank joined again (restarted); using its new connection");
+        }
+        addrs[r] = Some(SocketAddr::new(peer.ip(), port as u16).to_string());
+        peers[r] = Some(s);
+    }
+    let addrs: Vec<String> = addrs.into_iter().flatten().collect();
+    let table = addrs.join("\n");
+    let mut reply = nonce.to_le_bytes().to_vec();
+    reply.extend_from_slice(&(table.len() as u32).to_le_bytes());
+    reply.extend_from_slice(table.as_bytes());
+    for s in peers.iter_mut().flatten() {
+        s.write_all(&reply).map_err(|e| dist_err("rendezvous", e))?;
+    }
+    Ok(addrs)
+}
+
+/// The other ranks' side: announces itself to rank 0 and waits for the
+/// nonce and the table. A connection that closes before the answer (rank 0
+/// restarting, or something else on its port) is tried again until the
+/// deadline.
+fn join_rendezvous(
+    config: &DistConfig,
+    ring_port: u16,
+    deadline: Instant,
+) -> Result<(u64, Vec<String>)> {
+    let master = format!("{}:{}", config.master_addr, config.master_port);
+    let mut hello = MAGIC.to_vec();
+    for v in [config.rank as u32, config.world as u32, ring_port as u32] {
+        hello.extend_from_slice(&v.to_le_bytes());
+    }
+    loop {
+        let attempt = connect_retry(&master, deadline).and_then(|mut s| {
+            s.write_all(&hello).map_err(|e| dist_err("rendezvous", e))?;
+            s.set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(1)),
+            ))
+            .map_err(|e| dist_err("rendezvous", e))?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).map_err(|e| {
+                dist_err(
+                    &format!("waiting for the rendezvous table from {master}"),
+                    e,
+                )
+            })?;
+            let nonce = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+            let mut table = vec![0u8; u32_at(&head, 8) as usize];
+            s.read_exact(&mut table)
+                .map_err(|e| dist_err("rendezvous table", e))?;
+            let addrs: Vec<String> = String::from_utf8_lossy(&table)
+                .lines()
+                .map(String::from)
+                .collect();
+            if addrs.len() != config.world {
+                return Err(dist_err(
+                    "rendezvous table",
+                    format!("{} addresses for {} ranks", addrs.len(), config.world),
+                ));
+            }
+            Ok((nonce, addrs))
+        });
+        match attempt {
+            Ok(answer) => return Ok(answer),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "rendezvous: trying again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
 impl Ring {
     /// Rendezvous, then connects the ring. Every rank listens on an
     /// ephemeral port for its previous rank; rank 0 also serves the
-    /// rendezvous on `MASTER_PORT` and tells everyone the others' addresses.
+    /// rendezvous on `MASTER_PORT` and tells everyone the others' addresses
+    /// and the ring's nonce, which every ring connection opens with.
     pub fn connect(config: &DistConfig, timeout: Duration) -> Result<Self> {
         let deadline = Instant::now() + timeout;
         let (rank, world) = (config.rank, config.world);
@@ -114,76 +273,39 @@ impl Ring {
             .local_addr()
             .map_err(|e| dist_err("ring listener", e))?
             .port();
-        let addrs: Vec<String> = if rank == 0 {
-            let master = TcpListener::bind(("0.0.0.0", config.master_port))
-                .map_err(|e| dist_err(&format!("listening on port {}", config.master_port), e))?;
-            let mut addrs = vec![None; world];
-            addrs[0] = Some(format!("{}:{ring_port}", config.master_addr));
-            let mut peers = Vec::new();
-            for _ in 1..world {
-                let (mut s, peer) =
-                    accept_before(&master, deadline, "waiting for ranks at the rendezvous")?;
-                let mut magic = [0u8; 4];
-                s.read_exact(&mut magic)
-                    .map_err(|e| dist_err("rendezvous", e))?;
-                let r = read_u32(&mut s).map_err(|e| dist_err("rendezvous", e))? as usize;
-                let w = read_u32(&mut s).map_err(|e| dist_err("rendezvous", e))? as usize;
-                let port = read_u32(&mut s).map_err(|e| dist_err("rendezvous", e))?;
-                if &magic != MAGIC || w != world || r == 0 || r >= world || addrs[r].is_some() {
-                    return Err(Error::Distributed(format!(
-                        "rendezvous: {peer} announced rank {r} of {w}; expected a new rank below {world}"
-                    )));
-                }
-                let ip: IpAddr = peer.ip();
-                addrs[r] = Some(SocketAddr::new(ip, port as u16).to_string());
-                peers.push(s);
-            }
-            let addrs: Vec<String> = addrs
-                .into_iter()
-                .map(|a| a.expect("every rank joined"))
-                .collect();
-            let table = addrs.join("\n");
-            for s in &mut peers {
-                s.write_all(&(table.len() as u32).to_le_bytes())
-                    .and_then(|_| s.write_all(table.as_bytes()))
-                    .map_err(|e| dist_err("rendezvous", e))?;
-            }
-            addrs
+        let (nonce, addrs) = if rank == 0 {
+            let nonce = ring_nonce();
+            (nonce, serve_rendezvous(config, ring_port, nonce, deadline)?)
         } else {
-            let master = format!("{}:{}", config.master_addr, config.master_port);
-            let mut s = connect_retry(&master, deadline)?;
-            let mut hello = MAGIC.to_vec();
-            for v in [rank as u32, world as u32, ring_port as u32] {
-                hello.extend_from_slice(&v.to_le_bytes());
-            }
-            s.write_all(&hello).map_err(|e| dist_err("rendezvous", e))?;
-            s.set_read_timeout(Some(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_secs(1)),
-            ))
-            .map_err(|e| dist_err("rendezvous", e))?;
-            let len =
-                read_u32(&mut s).map_err(|e| dist_err("waiting for the rendezvous table", e))?;
-            let mut table = vec![0u8; len as usize];
-            s.read_exact(&mut table)
-                .map_err(|e| dist_err("rendezvous table", e))?;
-            String::from_utf8_lossy(&table)
-                .lines()
-                .map(String::from)
-                .collect()
+            join_rendezvous(config, ring_port, deadline)?
         };
         let mut next = connect_retry(&addrs[(rank + 1) % world], deadline)?;
-        next.write_all(&(rank as u32).to_le_bytes())
-            .map_err(|e| dist_err("ring", e))?;
-        let (mut prev, _) =
-            accept_before(&ring_listener, deadline, "waiting for the previous rank")?;
-        let from = read_u32(&mut prev).map_err(|e| dist_err("ring", e))? as usize;
-        if from != (rank + world - 1) % world {
-            return Err(Error::Distributed(format!(
-                "ring: rank {from} connected, expected the previous rank"
-            )));
-        }
+        let mut hello = MAGIC.to_vec();
+        hello.extend_from_slice(&nonce.to_le_bytes());
+        hello.extend_from_slice(&(rank as u32).to_le_bytes());
+        next.write_all(&hello).map_err(|e| dist_err("ring", e))?;
+        let expected = (rank + world - 1) % world;
+        let prev = loop {
+            let (mut s, peer) = accept_before(
+                &ring_listener,
+                deadline,
+                &format!("waiting for the previous rank ({expected}) to connect"),
+            )?;
+            match read_hello(&mut s, 16) {
+                Ok(h) if &h[..4] == MAGIC && h[4..12] == nonce.to_le_bytes() => {
+                    let from = u32_at(&h, 12) as usize;
+                    if from != expected {
+                        return Err(Error::Distributed(format!(
+                            "ring: rank {from} connected, expected the previous rank ({expected})"
+                        )));
+                    }
+                    break s;
+                }
+                _ => {
+                    tracing::warn!(%peer, "ring: ignoring a connection that is not this ring's previous rank")
+                }
+            }
+        };
         // A peer that dies without closing its socket must not hang us forever.
         let idle = Duration::from_secs(
             std::env::var("KILN_COMM_TIMEOUT_SECONDS")

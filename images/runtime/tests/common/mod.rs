@@ -211,13 +211,31 @@ pub fn blobs(rows: usize, features: usize, classes: usize, seed: u64) -> String 
     out
 }
 
-/// A free loopback port.
+/// A free loopback port for a server the test starts itself (a rendezvous,
+/// a store), taken below the kernel's ephemeral range. A port the kernel
+/// hands out for `bind(0)` would be released before the server binds it, and
+/// in between a rank of another test's job can be handed the same port for
+/// its ring listener; below the range only callers of this function pick
+/// ports, and they take turns through a counter that starts at a
+/// process-dependent offset.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000u32, low.saturating_sub(10_000).max(1));
+    let offset = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = first + offset.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok()
+            && std::net::TcpListener::bind(("0.0.0.0", port as u16)).is_ok()
+        {
+            return port as u16;
+        }
+    }
+    panic!("no free port between {first} and {low}")
 }
 
 /// Runs `world` ranks of the job `make()` builds (joined by the TCP ring on

@@ -4,7 +4,6 @@
 //! and the `AWS_*` environment that reaches it.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -33,15 +32,9 @@ fn weed() -> String {
     path
 }
 
-/// `n` distinct free loopback ports.
+/// `n` distinct free loopback ports (see [`super::free_port`]).
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    (0..n).map(|_| super::free_port()).collect()
 }
 
 impl S3 {
