@@ -16,6 +16,7 @@ pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod hyper;
+pub mod layout;
 pub mod metrics;
 pub mod optim;
 pub mod par;

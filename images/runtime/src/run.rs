@@ -17,6 +17,7 @@ use crate::data::{self, Dataset, ReadOptions};
 use crate::dist::{Comm, DistConfig};
 use crate::error::{Error, Result};
 use crate::hyper::Params;
+use crate::layout::RowLayout;
 use crate::metrics::Metrics;
 
 /// What the command line says.
@@ -104,6 +105,28 @@ impl Context {
             self.classes.replace(ds.classes.clone());
         }
         Ok(ds)
+    }
+
+    /// Whether `channel` is distributed `ShardedByS3Key` (each rank reads
+    /// only its shard).
+    pub fn sharded(&self, channel: &str) -> bool {
+        self.config
+            .channels
+            .get(channel)
+            .is_some_and(|c| c.sharded_by_key())
+    }
+
+    /// How the rows of `channel` that [`Context::read`] gave this rank (of
+    /// `seen` rows read: the channel, or this rank's shard of it) sit among
+    /// all ranks' rows. A collective: every rank calls it at the same point.
+    pub fn layout(&mut self, channel: &str, local_rows: usize, seen: usize) -> Result<RowLayout> {
+        let sharded = self.sharded(channel);
+        RowLayout::agree(&mut self.comm, channel, local_rows, seen, sharded)
+    }
+
+    /// [`Context::layout`] of a dataset read by [`Context::read`].
+    pub fn layout_of(&mut self, channel: &str, ds: &Dataset) -> Result<RowLayout> {
+        self.layout(channel, ds.rows(), ds.global_rows)
     }
 
     /// Class names by label when the train channel holds image class folders.

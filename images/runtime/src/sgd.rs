@@ -4,7 +4,8 @@
 //! due, resume from the newest one, and a clean stop on SIGTERM.
 //!
 //! Because global batch `b` of epoch `e` is the same set of global rows on
-//! any number of ranks, and gradients are sums divided by the global batch
+//! any number of ranks (whether the channel is replicated or sharded by key,
+//! see [`RowLayout`]), and gradients are sums divided by the global batch
 //! size, N ranks take the same steps as one rank (up to float rounding).
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use tch::{Device, Tensor};
 use crate::checkpoint::Position;
 use crate::error::{Error, Result};
 use crate::hyper::{Kind, Spec};
+use crate::layout::RowLayout;
 use crate::optim::{Optimizer, Param};
 use crate::run::Context;
 
@@ -54,11 +56,8 @@ pub trait GradModel {
 pub struct Rows<'a> {
     pub x: &'a Tensor,
     pub y: &'a Tensor,
-    /// Rows of the whole channel and how they are interleaved over ranks:
-    /// local row `j` is global row `j * world + rank`.
-    pub global_rows: usize,
-    pub rank: usize,
-    pub world: usize,
+    /// Where they sit among the rows of all ranks.
+    pub layout: &'a RowLayout,
 }
 
 /// A SplitMix64 generator: small, seedable and identical on every rank.
@@ -124,14 +123,9 @@ pub fn fit(
     let epochs = ctx.params.int("epochs") as u64;
     let params = model.params();
     let device = rows.x.device();
-    // A rank-local channel (sharded by file) takes its share of each batch.
-    let batch = if rows.world == 1 && ctx.comm.world > 1 {
-        ctx.params.usize("mini_batch_size").div_ceil(ctx.comm.world)
-    } else {
-        ctx.params.usize("mini_batch_size")
-    };
-    let n = rows.global_rows;
-    let batches = n.div_ceil(batch) as u64;
+    let batch = ctx.params.usize("mini_batch_size");
+    let n = rows.layout.global_rows();
+    let batches = rows.layout.steps_per_epoch(&mut ctx.comm, batch)?;
     let (mut epoch, mut first_batch, mut step, mut epoch_loss) = (0u64, 0u64, 0u64, 0f64);
     if let Some((pos, saved)) = ctx.checkpoints.latest()? {
         restore_params(params, &saved)?;
@@ -156,11 +150,9 @@ pub fn fit(
         let perm = permutation(n, seed, epoch);
         for b in first_batch..batches {
             let ids = &perm[b as usize * batch..((b as usize + 1) * batch).min(n)];
-            let local: Vec<i64> = ids
-                .iter()
-                .filter(|&&g| g as usize % rows.world == rows.rank)
-                .map(|&g| (g as usize / rows.world) as i64)
-                .collect();
+            // This rank's rows of the batch; none (its shard has no row in
+            // it) still takes part in the all-reduces, with zeros.
+            let local = rows.layout.locals(ids);
             for p in params {
                 p.tensor.shallow_clone().zero_grad();
             }

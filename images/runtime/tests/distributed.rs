@@ -1,11 +1,14 @@
 //! Data parallelism: 2 and 3 ranks (processes joined by the TCP ring on
 //! loopback) reach the model of 1 rank with the same global batch, within
-//! float tolerance. Pipeline stages give the loss trajectory of the unsplit
-//! network.
+//! float tolerance, whether each rank reads the whole channel or only its
+//! shard of it (`ShardedByS3Key`, shards of unequal sizes). Pipeline stages
+//! give the loss trajectory of the unsplit network.
 
 mod common;
 
-use common::{Job, blobs, max_diff, run_ranks, run_ranks_with_output};
+use std::time::Duration;
+
+use common::{Job, blobs, max_diff, run_ranks, run_ranks_each, run_ranks_with_output, sharded};
 
 fn check_ranks_agree(make: &dyn Fn() -> Job, tolerance: f64) {
     let single = run_ranks(1, make).remove(0).model();
@@ -192,4 +195,181 @@ fn pipeline_stages_on_ranks_follow_the_unsplit_loss_trajectory() {
             "{world} stages on ranks: the model differs by {diff}"
         );
     }
+}
+
+/// The lines of `data` cut in order into shards of `percent[r]` percent of
+/// the lines each (the last one takes what is left).
+fn shards(data: &str, percent: &[usize]) -> Vec<String> {
+    let lines: Vec<&str> = data.lines().collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, p) in percent.iter().enumerate() {
+        let end = if i + 1 == percent.len() {
+            lines.len()
+        } else {
+            start + lines.len() * p / 100
+        };
+        out.push(lines[start..end].iter().map(|l| format!("{l}\n")).collect());
+        start = end;
+    }
+    out
+}
+
+/// 2 ranks holding 70 % and 30 % of `data` and 3 ranks holding 50 %, 30 %
+/// and 20 % (each rank's folder holds only its shard; the channel is
+/// `ShardedByS3Key`) reach the model of 1 rank reading all of it, within
+/// `tolerance` (max abs difference over every tensor), and report the same
+/// `metrics` (relative 1e-5). The global rows are rank 0's shard, then
+/// rank 1's, ...: in this order, the rows of the one-rank channel. Every
+/// run must end within 2 minutes; ranks out of step in the all-reduce would
+/// hang (and fail after the 30 s ring timeout). Returns the largest
+/// difference seen.
+fn check_shards_agree(
+    make: &dyn Fn() -> Job,
+    file: &str,
+    data: &str,
+    tolerance: f64,
+    metrics: &[&str],
+) -> f64 {
+    let single = make().channel_file("train", file, data);
+    let reference = single.run();
+    reference.assert_ok();
+    let model = single.model();
+    let mut worst = 0f64;
+    for percent in [&[70, 30][..], &[50, 30, 20]] {
+        let parts = shards(data, percent);
+        let (jobs, outs) = run_ranks_each(
+            percent.len(),
+            &|rank| sharded(make().channel_file("train", file, &parts[rank]), "train"),
+            Duration::from_secs(120),
+        );
+        let diff = max_diff(&model, &jobs[0].model());
+        eprintln!("shards {percent:?}: the model differs from 1 rank by {diff:e}");
+        assert!(
+            diff <= tolerance,
+            "shards {percent:?}: the model differs from 1 rank by {diff}"
+        );
+        worst = worst.max(diff);
+        for name in metrics {
+            let (a, b) = (reference.series(name), outs[0].series(name));
+            assert!(!a.is_empty(), "no metric {name}");
+            assert_eq!(a.len(), b.len(), "{name}: {a:?} vs {b:?}");
+            for ((e1, x), (e2, y)) in a.iter().zip(&b) {
+                assert_eq!(e1, e2);
+                assert!(
+                    (x - y).abs() <= 1e-5 * x.abs().max(1e-3),
+                    "shards {percent:?}: {name} {y} vs {x} of 1 rank"
+                );
+            }
+        }
+        assert!(!jobs[1].root().join("model/model.json").exists());
+    }
+    worst
+}
+
+// Tolerances: the ranks' partial sums of a batch's gradient (or a
+// cluster's rows) are added in another order than one rank's single sum, a
+// float32 rounding of about 1e-7 relative per step; over these few epochs
+// the models measured differ by at most 1e-6, and the tolerances are 10x
+// that. A lost or misplaced row, or a step out of step, moves them by 1e-2
+// and more.
+
+#[test]
+fn linear_learner_on_unequal_shards_matches_one_rank() {
+    let data = blobs(301, 6, 3, 11);
+    check_shards_agree(
+        &|| {
+            Job::new("linear-learner")
+                .hp("predictor_type", "multiclass_classifier")
+                .hp("num_classes", 3)
+                .hp("epochs", 3)
+                .hp("mini_batch_size", 30)
+        },
+        "a.csv",
+        &data,
+        1e-5,
+        &["train:loss"],
+    );
+}
+
+#[test]
+fn mlp_on_unequal_shards_matches_one_rank() {
+    // Batches of 4: the 20 % shard has no row in about 40 % of the steps,
+    // where its rank adds zeros and still joins the all-reduce.
+    let data = blobs(250, 8, 3, 5);
+    check_shards_agree(
+        &|| {
+            Job::new("mlp")
+                .hp("predictor_type", "classifier")
+                .hp("num_classes", 3)
+                .hp("hidden_layers", "16,8")
+                .hp("optimizer", "sgd")
+                .hp("learning_rate", 0.05)
+                .hp("epochs", 2)
+                .hp("mini_batch_size", 4)
+        },
+        "a.csv",
+        &data,
+        1e-5,
+        &["train:loss"],
+    );
+}
+
+#[test]
+fn kmeans_on_unequal_shards_matches_one_rank() {
+    let data = blobs(400, 5, 4, 7);
+    for batch in ["0", "64", "4"] {
+        check_shards_agree(
+            &|| {
+                Job::new("kmeans")
+                    .hp("k", 4)
+                    .hp("mini_batch_size", batch)
+                    .hp("max_iter", 5)
+                    // A sample of every 3rd global row: the shards' rows
+                    // fill their places in it.
+                    .hp("init_sample", 134)
+            },
+            "a.csv",
+            &data,
+            1e-5,
+            &["train:msd", "train:inertia"],
+        );
+    }
+}
+
+#[test]
+fn text_classifier_on_unequal_shards_matches_one_rank() {
+    let mut rng = kiln_runtime::sgd::SplitMix(3);
+    let words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"];
+    let mut data = String::new();
+    for i in 0..200 {
+        let label = i % 3;
+        let text: Vec<&str> = (0..6)
+            .map(|_| {
+                let w = rng.below(words.len() as u64) as usize;
+                if rng.below(2) == 0 {
+                    words[label * 2 + w % 2]
+                } else {
+                    words[w]
+                }
+            })
+            .collect();
+        data.push_str(&format!("{label}\t{}\n", text.join(" ")));
+    }
+    check_shards_agree(
+        &|| {
+            Job::new("text-classifier")
+                .hp("num_classes", 3)
+                .hp("embedding_dim", 8)
+                .hp("buckets", 512)
+                .hp("max_tokens", 16)
+                .hp("epochs", 2)
+                .hp("mini_batch_size", 16)
+                .hp("learning_rate", 0.05)
+        },
+        "a.txt",
+        &data,
+        1e-5,
+        &["train:loss"],
+    );
 }

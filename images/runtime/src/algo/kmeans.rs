@@ -11,6 +11,7 @@ use crate::artifact::ModelMeta;
 use crate::checkpoint::Position;
 use crate::error::{Error, Result};
 use crate::hyper::{Kind, Spec};
+use crate::layout::RowLayout;
 use crate::par;
 use crate::run::Context;
 use crate::sgd::{SplitMix, permutation};
@@ -218,39 +219,26 @@ pub fn kmeans_pp(x: &Tensor, k: i64, rng: &mut SplitMix) -> Tensor {
 }
 
 /// Every `stride`-th global row (at most `init_sample` rows), gathered on
-/// every rank, so the initialization sees the same rows on any number of
-/// ranks. A rank-local (sharded by file) channel uses rank 0's sample.
-fn init_sample(ctx: &mut Context, x: &Tensor, global_rows: usize) -> Result<Tensor> {
-    let sharded = ctx
-        .config
-        .channels
-        .get("train")
-        .is_some_and(|c| c.sharded_by_key());
-    let (rank, world) = if sharded {
-        (0, 1)
-    } else {
-        (ctx.comm.rank, ctx.comm.world)
-    };
-    let global_rows = if sharded {
-        x.size()[0] as usize
-    } else {
-        global_rows
-    };
+/// every rank (each global row is held by one rank, which fills its place;
+/// the others add zeros), so the initialization sees the same rows on any
+/// number of ranks, replicated or sharded.
+fn init_sample(ctx: &mut Context, x: &Tensor, layout: &RowLayout) -> Result<Tensor> {
+    let global_rows = layout.global_rows();
     let stride = global_rows.div_ceil(ctx.params.usize("init_sample")).max(1);
     let m = global_rows.div_ceil(stride) as i64;
-    let (local, at): (Vec<i64>, Vec<i64>) = (0..x.size()[0] as usize)
-        .map(|j| (j, j * world + rank))
+    let (local, at): (Vec<i64>, Vec<i64>) = (0..layout.local_rows())
+        .map(|j| (j, layout.global(j)))
         .filter(|(_, g)| g % stride == 0)
         .map(|(j, g)| (j as i64, (g / stride) as i64))
         .unzip();
     let buffer = Tensor::zeros([m, x.size()[1]], (TKind::Float, x.device()));
-    let dev = x.device();
-    let rows = x.index_select(0, &Tensor::from_slice(&local).to_device(dev));
-    let _ = buffer
-        .shallow_clone()
-        .index_copy_(0, &Tensor::from_slice(&at).to_device(dev), &rows);
-    if sharded {
-        return Ok(ctx.comm.broadcast(&[&buffer])?.remove(0));
+    if !local.is_empty() {
+        let dev = x.device();
+        let rows = x.index_select(0, &Tensor::from_slice(&local).to_device(dev));
+        let _ =
+            buffer
+                .shallow_clone()
+                .index_copy_(0, &Tensor::from_slice(&at).to_device(dev), &rows);
     }
     Ok(ctx.comm.sum(&[&buffer])?.remove(0))
 }
@@ -264,15 +252,16 @@ fn train(ctx: &mut Context) -> Result<()> {
         ("validation", ctx.read_eval("validation", false)?),
         ("test", ctx.read_eval("test", false)?),
     ];
+    let layout = ctx.layout_of("train", &train)?;
     let x = train.x.to_device(device);
     let d = x.size()[1];
-    if (train.global_rows as i64) < k {
+    if (layout.global_rows() as i64) < k {
         return Err(Error::data(
             "train",
-            format!("{} rows cannot make k = {k} clusters", train.global_rows),
+            format!("{} rows cannot make k = {k} clusters", layout.global_rows()),
         ));
     }
-    let n = train.global_rows as f64;
+    let n = layout.global_rows() as f64;
     // tol is relative to the mean feature variance, as in scikit-learn.
     let (_, std) = super::stats::column_moments(ctx, &x)?;
     let tol = ctx.params.float("tol") * std.square().mean(TKind::Double).double_value(&[]);
@@ -292,7 +281,7 @@ fn train(ctx: &mut Context) -> Result<()> {
             (c, pos.step, v)
         }
         None => {
-            let sample = init_sample(ctx, &x, train.global_rows)?;
+            let sample = init_sample(ctx, &x, &layout)?;
             let local = if ctx.params.str("init") == "kmeans++" {
                 kmeans_pp(&sample, k.min(sample.size()[0]), &mut rng)
             } else {
@@ -324,7 +313,16 @@ fn train(ctx: &mut Context) -> Result<()> {
             centers = new;
             (shift, s[2].double_value(&[0]) / n)
         } else {
-            mini_batch_epoch(ctx, &x, &mut centers, counts_total, batch, iter, block)?
+            mini_batch_epoch(
+                ctx,
+                &x,
+                &layout,
+                &mut centers,
+                counts_total,
+                batch,
+                iter,
+                block,
+            )?
         };
         iter += 1;
         let step_seconds = step_start.elapsed().as_secs_f64();
@@ -385,28 +383,36 @@ fn train(ctx: &mut Context) -> Result<()> {
 
 /// One epoch of mini-batch k-means: per-center learning rates 1/count.
 /// Returns (0, mean squared distance of the epoch's batches).
+#[allow(clippy::too_many_arguments)]
 fn mini_batch_epoch(
     ctx: &mut Context,
     x: &Tensor,
+    layout: &RowLayout,
     centers: &mut Tensor,
     counts_total: &mut Tensor,
     batch: usize,
     epoch: u64,
     block: i64,
 ) -> Result<(f64, f64)> {
-    let n = ctx.comm.sum_f64(&[x.size()[0] as f64])?[0] as usize;
-    let (rank, world) = (ctx.comm.rank, ctx.comm.world);
+    let n = layout.global_rows();
     let perm = permutation(n, ctx.seed(), epoch);
+    let (k, d) = (centers.size()[0], centers.size()[1]);
+    let dev = x.device();
     let mut total = 0.0;
     for ids in perm.chunks(batch) {
-        let local: Vec<i64> = ids
-            .iter()
-            .filter(|&&g| g as usize % world == rank)
-            .map(|&g| (g as usize / world) as i64)
-            .collect();
-        let xb = x.index_select(0, &Tensor::from_slice(&local).to_device(x.device()));
-        let (sums, counts, inertia) = assign_stats(&xb, centers, block);
-        let inertia_t = Tensor::from_slice(&[inertia]).to_device(x.device());
+        let local = layout.locals(ids);
+        // A rank none of whose rows is in the batch adds zeros.
+        let (sums, counts, inertia) = if local.is_empty() {
+            (
+                Tensor::zeros([k, d], (TKind::Double, dev)),
+                Tensor::zeros([k], (TKind::Double, dev)),
+                0.0,
+            )
+        } else {
+            let xb = x.index_select(0, &Tensor::from_slice(&local).to_device(dev));
+            assign_stats(&xb, centers, block)
+        };
+        let inertia_t = Tensor::from_slice(&[inertia]).to_device(dev);
         let s = ctx.comm.sum(&[&sums, &counts, &inertia_t])?;
         *counts_total += &s[1];
         let rate = (&s[1] / counts_total.clamp_min(1.0)).unsqueeze(1);

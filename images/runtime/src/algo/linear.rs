@@ -177,14 +177,13 @@ fn train(ctx: &mut Context) -> Result<()> {
             (scaling.y_mean, scaling.y_std) = (m.double_value(&[0]), s.double_value(&[0]));
             y = (&y - scaling.y_mean) / scaling.y_std;
         }
+        let layout = ctx.layout_of("train", &train)?;
         let model = Linear::new(features, task, device);
         let mut opt = Optimizer::new(&ctx.params, model.params());
         let rows = Rows {
             x: &x,
             y: &y,
-            global_rows: train.global_rows,
-            rank: ctx.comm.rank,
-            world: ctx.comm.world,
+            layout: &layout,
         };
         let mut on_epoch = |ctx: &mut Context, epoch: u64, step: u64| -> Result<()> {
             if let Some(v) = &validation {

@@ -12,6 +12,7 @@ use crate::artifact::ModelMeta;
 use crate::error::{Error, Result};
 use crate::eval::{Task, emit_scores};
 use crate::hyper::{Kind, Spec};
+use crate::layout::RowLayout;
 use crate::optim::{self, Optimizer, Param};
 use crate::run::Context;
 use crate::sgd::{self, GradModel, Rows};
@@ -241,6 +242,11 @@ pub fn train_net(
     let validation = ctx.read_eval("validation", true)?;
     let test = ctx.read_eval("test", true)?;
     let features = train.cols() as i64;
+    let layout = if across {
+        RowLayout::single(train.rows())
+    } else {
+        ctx.layout_of("train", &train)?
+    };
     let mut x = train.x.to_device(device);
     let (mut mean, mut std) = (
         Tensor::zeros([features], (TKind::Float, device)),
@@ -283,9 +289,7 @@ pub fn train_net(
     let rows = Rows {
         x: &x,
         y: &y,
-        global_rows: train.global_rows,
-        rank: ctx.comm.rank,
-        world: ctx.comm.world,
+        layout: &layout,
     };
     let normalize = |x: &Tensor| (x.to_device(device) - &mean) / &std;
     let unscale = |out: Tensor| {

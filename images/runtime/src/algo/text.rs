@@ -273,15 +273,15 @@ fn train(ctx: &mut Context) -> Result<()> {
         max_tokens: ctx.params.usize("max_tokens"),
     };
     let device = ctx.device;
-    let (rank, world) = (ctx.comm.rank, ctx.comm.world);
     let train_dir = ctx.local_channel("train", false)?;
-    let sharded = ctx
-        .config
-        .channels
-        .get("train")
-        .is_some_and(|c| c.sharded_by_key());
-    let (rank, world) = if sharded { (0, 1) } else { (rank, world) };
-    let (x, y, global_rows) = read_docs("train", &train_dir, &tok, rank, world)?;
+    // A sharded channel's folder holds this rank's documents only.
+    let (rank, world) = if ctx.sharded("train") {
+        (0, 1)
+    } else {
+        (ctx.comm.rank, ctx.comm.world)
+    };
+    let (x, y, seen) = read_docs("train", &train_dir, &tok, rank, world)?;
+    let layout = ctx.layout("train", y.size()[0] as usize, seen)?;
     let y = task.prepare_labels("train", &y)?;
     let mut evals = Vec::new();
     for channel in ["validation", "test"] {
@@ -311,9 +311,7 @@ fn train(ctx: &mut Context) -> Result<()> {
     let rows = Rows {
         x: &x,
         y: &y,
-        global_rows,
-        rank,
-        world,
+        layout: &layout,
     };
     let score = |ctx: &mut Context,
                  channel: &str,

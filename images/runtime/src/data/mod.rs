@@ -95,7 +95,9 @@ impl Default for ReadOptions {
 pub struct Dataset {
     pub x: Tensor,
     pub y: Option<Tensor>,
-    /// Rows in the whole channel (all ranks together).
+    /// Rows of the stream this rank read: the whole channel, or with
+    /// `ShardedByS3Key` this rank's shard (see [`crate::layout::RowLayout`]
+    /// for the rows of all ranks together).
     pub global_rows: usize,
     /// Class names by label, for image files in class folders.
     pub classes: Option<Vec<String>>,

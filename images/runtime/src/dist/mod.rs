@@ -201,4 +201,4 @@ impl Comm {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

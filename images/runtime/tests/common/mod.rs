@@ -281,3 +281,111 @@ pub fn launch_ranks(world: usize, make: &dyn Fn() -> Job) -> (Vec<Job>, Vec<Outc
         .collect();
     (jobs, outcomes)
 }
+
+/// Marks `channel` of `job` as `ShardedByS3Key` in `inputdataconfig.json`:
+/// the rank's folder holds only its shard.
+pub fn sharded(job: Job, channel: &str) -> Job {
+    let config = job.root().join("input/config");
+    std::fs::create_dir_all(&config).unwrap();
+    let entry = serde_json::json!({ channel: { "S3DistributionType": "ShardedByS3Key" } });
+    std::fs::write(
+        config.join("inputdataconfig.json"),
+        serde_json::to_vec(&entry).unwrap(),
+    )
+    .unwrap();
+    job
+}
+
+/// Starts rank `r` of `jobs.len()` ranks in `jobs[r]`'s base directory,
+/// joined by the TCP ring on loopback at a fresh rendezvous port. A peer
+/// that stops answering fails a rank after `KILN_COMM_TIMEOUT_SECONDS` (30
+/// here) instead of the default 15 minutes.
+pub fn spawn_ranks(jobs: &[Job]) -> Vec<Child> {
+    let port = free_port();
+    let world = jobs.len();
+    jobs.iter()
+        .enumerate()
+        .map(|(rank, job)| {
+            let mut cmd = job.command();
+            cmd.env("WORLD_SIZE", world.to_string())
+                .env("RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("KILN_COMM_TIMEOUT_SECONDS", "30")
+                .env("OMP_NUM_THREADS", "1");
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Sends `signal` (`KILL`, `TERM`) to the process `pid`.
+pub fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Waits for every rank started by [`spawn_ranks`] and returns their
+/// outcomes; ranks still running after `timeout` are killed (by pid) and
+/// the test fails: ranks out of step in the ring all-reduce hang.
+pub fn wait_ranks(
+    jobs: &[Job],
+    children: Vec<Child>,
+    timeout: std::time::Duration,
+) -> Vec<Outcome> {
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (rank, child) in children.into_iter().enumerate() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((rank, child.wait_with_output().unwrap()));
+        });
+    }
+    drop(tx);
+    let deadline = std::time::Instant::now() + timeout;
+    let mut outputs: Vec<Option<Output>> = (0..jobs.len()).map(|_| None).collect();
+    while outputs.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((rank, out)) => outputs[rank] = Some(out),
+            Err(_) => {
+                let running: Vec<usize> =
+                    (0..jobs.len()).filter(|r| outputs[*r].is_none()).collect();
+                for &r in &running {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pids[r].to_string()])
+                        .status();
+                }
+                panic!(
+                    "ranks {running:?} of {} still running after {timeout:?}: killed",
+                    jobs.len()
+                );
+            }
+        }
+    }
+    jobs.iter()
+        .zip(outputs)
+        .map(|(job, out)| job.outcome(out.expect("every rank ended")))
+        .collect()
+}
+
+/// Runs `world` ranks, rank `r` in the job `make(r)` builds (its own
+/// channel files: a shard), within `timeout`; every rank must succeed.
+pub fn run_ranks_each(
+    world: usize,
+    make: &dyn Fn(usize) -> Job,
+    timeout: std::time::Duration,
+) -> (Vec<Job>, Vec<Outcome>) {
+    let jobs: Vec<Job> = (0..world).map(make).collect();
+    let children = spawn_ranks(&jobs);
+    let outcomes = wait_ranks(&jobs, children, timeout);
+    for out in &outcomes {
+        out.assert_ok();
+    }
+    (jobs, outcomes)
+}
