@@ -1378,3 +1378,186 @@ async fn model_registry_numbers_checks_approves_and_traces_versions() {
     })
     .await;
 }
+
+fn tuning_job(name: &str, bucket: &str, prefix: &str) -> String {
+    format!(
+        r#"
+apiVersion: kiln.dev/v1alpha1
+kind: TuningJob
+metadata: {{name: {name}}}
+spec:
+  strategy: {{type: Bayesian, seed: 11}}
+  objective: {{metricName: "validation:loss", type: Minimize}}
+  parameterRanges:
+    continuous:
+      - {{name: learning_rate, min: "0.001", max: "1.0", scaling: Logarithmic}}
+      - {{name: wd, min: "1e-6", max: "0.01", scaling: Logarithmic}}
+  limits: {{maxTrainingJobs: 8, maxParallelTrainingJobs: 2, maxFailedTrainingJobs: 2}}
+  trainingJobTemplate:
+    metadata: {{labels: {{team: e2e}}}}
+    spec:
+      algorithm: {{name: linear-learner}}
+      hyperparameters:
+        predictor_type: multiclass_classifier
+        num_classes: "3"
+        epochs: "3"
+        mini_batch_size: "16"
+      inputs:
+        - name: train
+          source: {{uri: "s3://{bucket}/{prefix}/train/", secretRef: {{name: kiln-s3}}}}
+          contentType: text/csv
+        - name: validation
+          source: {{uri: "s3://{bucket}/{prefix}/validation/", secretRef: {{name: kiln-s3}}}}
+          contentType: text/csv
+      output:
+        location: {{uri: "s3://{bucket}/{prefix}/out/", secretRef: {{name: kiln-s3}}}}
+      resources:
+        replicas: 1
+        compute: {{cpu: 250m, memory: 512Mi}}
+      stoppingCondition: {{maxRuntimeSeconds: 600}}
+"#
+    )
+}
+
+/// A TuningJob searches by running trials as TrainingJobs: eight trials of
+/// the linear learner on iris, two at a time, over the learning rate and the
+/// weight decay; the best trial beats the template's defaults (a TrainingJob
+/// of the template alone, run beside it); the operator's pod is deleted
+/// mid-search and its successor creates no extra trial; deleting the
+/// TuningJob deletes its trials.
+#[tokio::test]
+#[ignore = "needs the local cluster and the Kiln images: make test-e2e"]
+async fn tuning_job_runs_trials_as_training_jobs_and_finds_a_better_model() {
+    run("tune", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        let s3 = s3_secret(&ns).await?;
+        let data = ns.cluster.repo.join("e2e/manifests/data/iris");
+        let prefix = format!("e2e/{}/iris", ns.name);
+        s3.put(&format!("{prefix}/train/data.csv"), &data.join("train.csv"))?;
+        s3.put(
+            &format!("{prefix}/validation/data.csv"),
+            &data.join("validation.csv"),
+        )?;
+        install_operator(&ns)?;
+        ns.apply(&tuning_job("tune", &s3.bucket, &prefix)).await?;
+        // The template's defaults, as a TrainingJob of their own.
+        let baseline = linear_learner_job("baseline", &s3.bucket, &prefix, 1)
+            .replace("epochs: \"20\"", "epochs: \"3\"");
+        ns.apply(&baseline).await?;
+
+        let tuning = |ns: &TestNamespace| -> Result<serde_json::Value> {
+            Ok(kiln_object(ns, "tuningjob", "tune")?["status"].clone())
+        };
+        // Mid-search: three trials exist; the operator's pod is deleted.
+        wait_until("three trials to be created", 4 * MINUTE, || async {
+            let s = tuning(&ns)?;
+            Ok((s["nextTrialIndex"].as_i64().unwrap_or(0) >= 4).then_some(()))
+        })
+        .await?;
+        let selector = "app.kubernetes.io/component=operator";
+        ns.kubectl(&["delete", "pod", "-l", selector, "--wait=false"])?;
+        eprintln!("tune: deleted the operator's pod with 3 or more trials created");
+
+        let status = wait_until("the TuningJob to finish", 12 * MINUTE, || async {
+            let s = tuning(&ns)?;
+            let done = condition_of(&s, "Succeeded")["status"] != "Unknown"
+                && !condition_of(&s, "Succeeded").is_null();
+            Ok(done.then_some(s))
+        })
+        .await?;
+        ensure!(
+            condition_of(&status, "Succeeded")["status"] == "True"
+                && status["state"] == "Completed",
+            "the search did not complete: {status:#}"
+        );
+        ensure!(
+            condition_of(&status, "Succeeded")["reason"] == "MaxTrainingJobsReached",
+            "{status:#}"
+        );
+        ensure!(status["nextTrialIndex"] == 9, "nextTrialIndex: {status:#}");
+        let counts = &status["trainingJobCounts"];
+        ensure!(
+            counts["completed"] == 8 && counts["inProgress"] == 0,
+            "counts: {counts:#}"
+        );
+        // Exactly the eight trials, named by index: none created twice.
+        let listed = ns.kubectl(&[
+            "get",
+            "trainingjobs",
+            "-l",
+            "kiln.dev/tuning-job=tune",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])?;
+        let mut names: Vec<&str> = listed.split_whitespace().collect();
+        names.sort();
+        let mut expected: Vec<String> = (1..=8).map(|i| format!("tune-{i}")).collect();
+        expected.sort();
+        ensure!(names == expected, "trials: {names:?}");
+        let trials = status["trials"].as_array().cloned().unwrap_or_default();
+        ensure!(trials.len() == 8, "records: {trials:#?}");
+        for t in &trials {
+            ensure!(
+                t["state"] == "Completed" && t["objectiveValue"].is_f64(),
+                "trial: {t:#}"
+            );
+            let lr: f64 = t["hyperparameters"]["learning_rate"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .context("no learning_rate")?;
+            ensure!((0.001..=1.0).contains(&lr), "learning_rate {lr}");
+        }
+        // Each trial ran with its own hyperparameters and the template's.
+        let trial = kiln_object(&ns, "trainingjob", "tune-1")?;
+        let hps = &trial["spec"]["hyperparameters"];
+        ensure!(
+            hps["epochs"] == "3" && hps["learning_rate"] == trials[0]["hyperparameters"]["learning_rate"],
+            "tune-1 hyperparameters: {hps:#}"
+        );
+        ensure!(trial["metadata"]["labels"]["team"] == "e2e", "{trial:#}");
+
+        let baseline = wait_finished(&ns, "baseline", 5 * MINUTE).await?;
+        let default_loss = baseline["finalMetrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == "validation:loss")
+            .and_then(|m| m["value"].as_f64())
+            .with_context(|| format!("baseline without validation:loss: {baseline:#}"))?;
+        let best = &status["bestTrainingJob"];
+        let best_loss = best["objectiveValue"].as_f64().context("no best trial")?;
+        let losses: Vec<f64> = trials
+            .iter()
+            .filter_map(|t| t["objectiveValue"].as_f64())
+            .collect();
+        ensure!(
+            losses.iter().all(|l| *l >= best_loss),
+            "best {best_loss} is not the lowest of {losses:?}"
+        );
+        eprintln!(
+            "tune: best trial {} loss {best_loss:.4} ({}), template defaults {default_loss:.4}; all: {losses:.4?}",
+            best["name"], best["hyperparameters"]
+        );
+        ensure!(
+            best_loss < default_loss,
+            "the best trial ({best_loss}) is no better than the template's defaults ({default_loss})"
+        );
+
+        // Deleting the TuningJob deletes its trials.
+        ns.kubectl(&["delete", "tuningjob", "tune", "--wait=true", "--timeout=120s"])?;
+        wait_until("the trials to be deleted", 2 * MINUTE, || async {
+            let left = ns.kubectl(&[
+                "get",
+                "trainingjobs",
+                "-l",
+                "kiln.dev/tuning-job=tune",
+                "-o",
+                "name",
+            ])?;
+            Ok(left.trim().is_empty().then_some(()))
+        })
+        .await?;
+        Ok(())
+    })
+    .await;
+}

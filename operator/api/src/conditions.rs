@@ -110,6 +110,18 @@ pub mod reasons {
     pub const NO_APPROVED_VERSION: &str = "NoApprovedVersion";
     /// A ModelPackageGroup serves an Approved version.
     pub const APPROVED_VERSION: &str = "ApprovedVersion";
+    /// A TuningJob's strategy has no untried configuration left (Grid).
+    pub const SEARCH_SPACE_EXHAUSTED: &str = "SearchSpaceExhausted";
+    /// A TuningJob ran out of its `limits.maxRuntimeSeconds`.
+    pub const MAX_RUNTIME_REACHED: &str = "MaxRuntimeReached";
+    /// More of a TuningJob's trials failed than `limits.maxFailedTrainingJobs`.
+    pub const TOO_MANY_FAILED_TRIALS: &str = "TooManyFailedTrials";
+    /// Every trial of a TuningJob ended without an objective value.
+    pub const NO_TRIAL_SUCCEEDED: &str = "NoTrialSucceeded";
+    /// A trial completed without reporting the objective metric.
+    pub const OBJECTIVE_METRIC_MISSING: &str = "ObjectiveMetricMissing";
+    /// A TuningJob's warm-start parent does not exist.
+    pub const PARENT_NOT_FOUND: &str = "ParentNotFound";
     /// A ModelPackage's `spec.approval.status` changed.
     pub const APPROVAL_CHANGED: &str = "ApprovalChanged";
 }

@@ -28,6 +28,7 @@ use crate::training_job::TrainingJobSpec;
     printcolumn(name = "Completed", type_ = "integer", json_path = ".status.trainingJobCounts.completed"),
     printcolumn(name = "Best", type_ = "number", json_path = ".status.bestTrainingJob.objectiveValue"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a TuningJob's name must be a DNS label of at most 47 characters that starts with a letter: its trials are TrainingJobs named <name>-<index>"),
     validation = Rule::new(crate::common::unchanged_rule("spec", &["strategy", "objective", "additionalMetrics", "parameterRanges", "earlyStopping", "completionCriteria", "trainingJobTemplate", "warmStart"])).message("a TuningJob can only change its limits: create a new TuningJob (warmStart can reuse this one's trials)").field_path(".spec"),
     cel
 )]
@@ -495,11 +496,24 @@ pub struct TrialRecord {
     /// The hyperparameters the strategy suggested.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hyperparameters: BTreeMap<String, String>,
-    /// Its state: `InProgress`, `Completed`, `Failed`, `Stopped` (early
-    /// stopping or the end of the search).
+    /// Its state: `InProgress`, `Completed`, `Failed` (the TrainingJob
+    /// failed, or completed without reporting the objective metric),
+    /// `EarlyStopped` (early stopping), `Stopped` (the end of the search, or
+    /// its TrainingJob was deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub state: Option<String>,
+    /// When its TrainingJob was created; unset until then. A trial recorded
+    /// without one has its TrainingJob created by the next reconcile, so an
+    /// operator that stops between recording a trial and creating it neither
+    /// loses nor duplicates the trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// The trial whose configuration this one continues at a larger
+    /// resource (Hyperband's promotions), by index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub promoted_from: Option<i32>,
     /// The objective's final value, once reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective_value: Option<f64>,

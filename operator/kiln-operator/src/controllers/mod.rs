@@ -12,6 +12,7 @@ pub mod model_package;
 pub mod model_package_group;
 pub mod pods;
 pub mod training_job;
+pub mod tuning_job;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use kiln_api::endpoint::Endpoint;
 use kiln_api::model_package::{ModelPackage, ModelPackageState};
 use kiln_api::model_package_group::ModelPackageGroup;
 use kiln_api::training_job::{TrainingJob, TrainingJobState};
+use kiln_api::tuning_job::TuningJob;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -48,6 +50,8 @@ pub struct Context {
     pub watch_namespace: Option<String>,
     /// Retry waits of objects whose reconcile failed.
     pub backoff: Arc<backoff::Backoff>,
+    /// Intermediate objective values of tuning trials, read from their logs.
+    pub curves: Arc<tuning_job::Curves>,
 }
 
 impl Context {
@@ -72,6 +76,7 @@ impl Context {
             endpoint_settings,
             watch_namespace,
             backoff: Arc::default(),
+            curves: Arc::default(),
         }
     }
 
@@ -90,6 +95,7 @@ impl Context {
 /// The names of the registered controllers, for the start-up log.
 pub const REGISTERED: &[&str] = &[
     "TrainingJob",
+    "TuningJob",
     "Endpoint",
     "ModelPackage",
     "ModelPackageGroup",
@@ -156,6 +162,24 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
                 .instrument(span)
             },
             training_job::error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    // TuningJobs: every trial is a TrainingJob the TuningJob owns.
+    let trials = watcher::Config::default().labels(tuning_job::TUNING_JOB_LABEL);
+    let tuning = Controller::new(ctx.api::<TuningJob>(), watcher::Config::default())
+        .owns(ctx.api::<TrainingJob>(), trials)
+        .graceful_shutdown_on(stop())
+        .run(
+            |tj, ctx| {
+                let span = span("TuningJob", tj.as_ref());
+                let key = backoff::key("TuningJob", tj.as_ref());
+                let outer = ctx.clone();
+                async move { timed("TuningJob", &outer, key, tuning_job::reconcile(tj, ctx)).await }
+                    .instrument(span)
+            },
+            tuning_job::error_policy,
             ctx.clone(),
         )
         .for_each(log_outcome);
@@ -286,7 +310,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         )
         .for_each(log_outcome);
 
-    futures::join!(jobs, endpoints, packages, groups);
+    futures::join!(jobs, tuning, endpoints, packages, groups);
     gauges.abort();
     package_gauges.abort();
     Ok(())
