@@ -18,6 +18,7 @@ use kube::api::{Api, ListParams};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const PYTORCH: &str = "kiln/pytorch:2.11.0";
+const E2E_TOOLS: &str = "kiln/e2e-tools:v1";
 
 /// Applies every CRD of crds/ and waits until the API server serves them.
 async fn apply_kiln_crds(ns: &TestNamespace) -> Result<Vec<String>> {
@@ -1538,6 +1539,11 @@ async fn tuning_job_runs_trials_as_training_jobs_and_finds_a_better_model() {
             "tune: best trial {} loss {best_loss:.4} ({}), template defaults {default_loss:.4}; all: {losses:.4?}",
             best["name"], best["hyperparameters"]
         );
+        let uri = best["modelArtifactUri"].as_str().unwrap_or_default();
+        ensure!(
+            uri.ends_with(&format!("/{}/output/model.tar.gz", best["name"].as_str().unwrap_or("?"))),
+            "the best trial's model URI: {best:#}"
+        );
         ensure!(
             best_loss < default_loss,
             "the best trial ({best_loss}) is no better than the template's defaults ({default_loss})"
@@ -1557,6 +1563,116 @@ async fn tuning_job_runs_trials_as_training_jobs_and_finds_a_better_model() {
             Ok(left.trim().is_empty().then_some(()))
         })
         .await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// A trial script for the small e2e image: per epoch, a validation loss of
+/// (x - 0.3)² + 1/(epoch + 1) as a Kiln metric line, three seconds apart,
+/// then the last value in metrics.json and a model file.
+const SLOW_TRIAL: &str = r#"set -eu
+for e in 0 1 2 3 4 5 6 7 8 9; do
+  v=$(busybox awk -v x="$SM_HP_X" -v e="$e" 'BEGIN { printf "%.6f", (x - 0.3) ^ 2 + 1 / (e + 1) }')
+  echo "{\"kiln_metric\":\"validation:loss\",\"value\":$v,\"step\":$e,\"epoch\":$e,\"rank\":0}"
+  sleep 3
+done
+printf '{"metrics": {"validation:loss": {"value": %s, "step": 9, "epoch": 9}}}' "$v" > /opt/ml/output/metrics.json
+echo "x=$SM_HP_X" > /opt/ml/model/model.txt
+"#;
+
+/// Median early stopping: a grid over x = 0.3, 0.35, 0.9, 0.95, one trial at
+/// a time, of a custom-image trial whose loss curve is worse the farther x
+/// is from 0.3. The first two run to the end; the other two are worse than
+/// the median of the completed trials at the same epoch and are stopped
+/// while they run: recorded EarlyStopped, their TrainingJobs suspended.
+#[tokio::test]
+#[ignore = "needs the local cluster and the Kiln images: make test-e2e"]
+async fn tuning_job_stops_losing_trials_early() {
+    run("tune-stop", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        let s3 = s3_secret(&ns).await?;
+        let prefix = format!("e2e/{}", ns.name);
+        install_operator(&ns)?;
+        let script = serde_json::to_string(SLOW_TRIAL)?;
+        let bucket = &s3.bucket;
+        ns.apply(&format!(
+            r#"
+apiVersion: kiln.dev/v1alpha1
+kind: TuningJob
+metadata: {{name: stop}}
+spec:
+  strategy: {{type: Grid}}
+  objective: {{metricName: "validation:loss", type: Minimize}}
+  parameterRanges:
+    categorical: [{{name: x, values: ["0.3", "0.35", "0.9", "0.95"]}}]
+  limits: {{maxTrainingJobs: 4, maxParallelTrainingJobs: 1}}
+  earlyStopping: {{type: Median, minTrials: 2}}
+  trainingJobTemplate:
+    spec:
+      algorithm:
+        image: {E2E_TOOLS}
+        command: [sh, -c, {script}]
+      output:
+        location: {{uri: "s3://{bucket}/{prefix}/out/", secretRef: {{name: kiln-s3}}}}
+      resources:
+        replicas: 1
+        compute: {{cpu: 100m, memory: 128Mi}}
+"#
+        ))
+        .await?;
+        let status = wait_until("the TuningJob to finish", 8 * MINUTE, || async {
+            let s = kiln_object(&ns, "tuningjob", "stop")?["status"].clone();
+            let c = condition_of(&s, "Succeeded");
+            Ok((!c.is_null() && c["status"] != "Unknown").then_some(s))
+        })
+        .await?;
+        ensure!(status["state"] == "Completed", "{status:#}");
+        let trials = status["trials"].as_array().cloned().unwrap_or_default();
+        let states: Vec<(String, String)> = trials
+            .iter()
+            .map(|t| {
+                (
+                    t["hyperparameters"]["x"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    t["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        eprintln!(
+            "tune-stop: trials {states:?}, counts {}",
+            status["trainingJobCounts"]
+        );
+        let expected: Vec<(String, String)> = [
+            ("0.3", "Completed"),
+            ("0.35", "Completed"),
+            ("0.9", "EarlyStopped"),
+            ("0.95", "EarlyStopped"),
+        ]
+        .iter()
+        .map(|(x, s)| (x.to_string(), s.to_string()))
+        .collect();
+        ensure!(states == expected, "trials: {states:?}");
+        ensure!(
+            status["trainingJobCounts"]["earlyStopped"] == 2,
+            "{status:#}"
+        );
+        ensure!(status["bestTrainingJob"]["name"] == "stop-1", "{status:#}");
+        for t in ["stop-3", "stop-4"] {
+            let job = kiln_object(&ns, "trainingjob", t)?;
+            ensure!(
+                job["spec"]["suspend"] == true
+                    && job["metadata"]["annotations"]["kiln.dev/stopped-by"] == "EarlyStopped",
+                "{t} was not stopped early: {job:#}"
+            );
+            // Stopped before its ten epochs: no model was uploaded.
+            ensure!(
+                job["status"]["state"] != "Completed",
+                "{t} ran to the end: {job:#}"
+            );
+        }
         Ok(())
     })
     .await;

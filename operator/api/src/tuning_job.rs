@@ -481,6 +481,10 @@ pub struct TrialSummary {
     pub hyperparameters: BTreeMap<String, String>,
     /// The final objective value.
     pub objective_value: f64,
+    /// Where the trial's model artifact was written (its TrainingJob's
+    /// `modelArtifactUri`), for a ModelPackage or an Endpoint to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_artifact_uri: Option<String>,
 }
 
 /// One trial as the tuning job records it.

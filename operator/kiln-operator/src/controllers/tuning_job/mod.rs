@@ -445,10 +445,20 @@ fn summarize(
                 || search.direction.loss(value) < search.direction.loss(b.objective_value)
         });
         if better {
+            let uri = trials
+                .get(&best.name)
+                .and_then(|j| j.status.as_ref())
+                .and_then(|s| s.model_artifact_uri.clone());
+            let kept = status
+                .best_training_job
+                .as_ref()
+                .filter(|b| b.name == best.name)
+                .and_then(|b| b.model_artifact_uri.clone());
             status.best_training_job = Some(TrialSummary {
                 name: best.name.clone(),
                 hyperparameters: best.hyperparameters.clone(),
                 objective_value: value,
+                model_artifact_uri: uri.or(kept),
             });
         }
     }
@@ -795,15 +805,26 @@ async fn curves(
     out
 }
 
-/// The (epoch or step, value) points of `metric` in a log of Kiln metric lines.
+/// The points of `metric` in a log of Kiln metric lines (images/runtime/
+/// METRICS.md): by epoch where the lines carry one (an end-of-run value
+/// without an epoch is then left out, its step being on another scale),
+/// else by step.
 pub fn parse_curve(log: &str, metric: &str) -> Vec<(u64, f64)> {
-    let mut curve: Vec<(u64, f64)> = log
+    let lines: Vec<serde_json::Value> = log
         .lines()
         .filter(|l| l.contains("\"kiln_metric\""))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
         .filter(|v| v["kiln_metric"] == metric)
+        .collect();
+    let by_epoch = lines.iter().any(|v| v["epoch"].is_u64());
+    let mut curve: Vec<(u64, f64)> = lines
+        .iter()
         .filter_map(|v| {
-            let at = v["epoch"].as_u64().or_else(|| v["step"].as_u64())?;
+            let at = if by_epoch {
+                v["epoch"].as_u64()?
+            } else {
+                v["step"].as_u64()?
+            };
             let value = v["value"].as_f64().filter(|x| x.is_finite())?;
             Some((at, value))
         })

@@ -180,9 +180,13 @@ fn curves_are_read_from_metric_lines() {
 "#;
     assert_eq!(
         parse_curve(log, "validation:accuracy"),
-        [(1, 0.5), (3, 0.7), (30, 0.8)]
+        [(1, 0.5), (3, 0.7)],
+        "by epoch; the end-of-run value without one is left out"
     );
     assert!(parse_curve(log, "nope").is_empty());
+    let steps = r#"{"kiln_metric":"train:msd","value":2.0,"step":5,"epoch":null}
+{"kiln_metric":"train:msd","value":1.0,"step":9,"epoch":null}"#;
+    assert_eq!(parse_curve(steps, "train:msd"), [(5, 2.0), (9, 1.0)]);
 }
 
 #[test]
