@@ -11,7 +11,7 @@ use tch::Device;
 
 use crate::algo;
 use crate::artifact::{self, ModelMeta};
-use crate::checkpoint::Checkpoints;
+use crate::checkpoint::{Checkpoints, Position, RunInfo};
 use crate::contract::{JobConfig, Paths};
 use crate::data::{self, Dataset, ReadOptions};
 use crate::dist::{Comm, DistConfig};
@@ -164,6 +164,43 @@ impl Context {
             return Ok(None);
         }
         self.read_all(channel, has_label).map(Some)
+    }
+
+    /// This rank's part of the two flags every step's all-reduce carries,
+    /// after `done` steps: SIGTERM arrived on this rank, and (rank 0 only,
+    /// by its step count and its clock) a checkpoint is due. Summed over
+    /// ranks, a positive value is the same decision on every rank: stop
+    /// after writing a checkpoint, or write one now.
+    pub fn step_flags(&self, done: u64) -> [f64; 2] {
+        let due = self.comm.rank == 0 && self.checkpoints.due(done);
+        [
+            f64::from(u8::from(self.stop_signalled())),
+            f64::from(u8::from(due)),
+        ]
+    }
+
+    /// Resumes from the newest checkpoint step every rank has (a
+    /// collective, see [`Checkpoints::resume`]), refusing one written with
+    /// other hyperparameters (but those in `free`), for other train rows
+    /// (`rows`), or, where that changes the meaning (shards, or `per_rank`
+    /// state: each rank its own part), by another number of ranks.
+    pub fn resume(
+        &mut self,
+        rows: &RowLayout,
+        per_rank: bool,
+        free: &[&str],
+    ) -> Result<Option<(Position, std::collections::BTreeMap<String, tch::Tensor>)>> {
+        let run = RunInfo {
+            algorithm: self.algorithm.to_string(),
+            hyperparameters: self.params.as_map().clone(),
+            world: self.comm.world,
+            rows: rows.global_rows() as u64,
+            shards: rows
+                .shard_rows()
+                .map(|s| s.into_iter().map(|r| r as u64).collect()),
+            per_rank,
+        };
+        self.checkpoints.resume(&mut self.comm, run, free)
     }
 
     /// Whether SIGTERM arrived on this rank (no communication).

@@ -1,7 +1,8 @@
 //! The mini-batch loop shared by every gradient-trained algorithm: a seeded
 //! permutation of the global rows per epoch, this rank's part of each global
 //! batch, gradients summed over ranks, one optimizer step, checkpoints when
-//! due, resume from the newest one, and a clean stop on SIGTERM.
+//! rank 0 says they are due, resume at the newest step every rank has a
+//! checkpoint of, and a clean stop on SIGTERM.
 //!
 //! Because global batch `b` of epoch `e` is the same set of global rows on
 //! any number of ranks (whether the channel is replicated or sharded by key,
@@ -101,7 +102,7 @@ pub fn restore_params(params: &[Param], saved: &BTreeMap<String, Tensor>) -> Res
     for p in params {
         let t = saved.get(&format!("param.{}", p.name)).ok_or_else(|| {
             Error::Checkpoint(format!(
-                "no tensor param.{} in the newest checkpoint",
+                "no tensor param.{} in the checkpoint resumed from",
                 p.name
             ))
         })?;
@@ -127,7 +128,7 @@ pub fn fit(
     let n = rows.layout.global_rows();
     let batches = rows.layout.steps_per_epoch(&mut ctx.comm, batch)?;
     let (mut epoch, mut first_batch, mut step, mut epoch_loss) = (0u64, 0u64, 0u64, 0f64);
-    if let Some((pos, saved)) = ctx.checkpoints.latest()? {
+    if let Some((pos, saved)) = ctx.resume(rows.layout, false, &[])? {
         restore_params(params, &saved)?;
         opt.restore(&saved);
         (epoch, first_batch, step) = (pos.epoch, pos.batch, pos.step);
@@ -176,11 +177,8 @@ pub fn fit(
                 })
                 .collect();
             let grads = ctx.comm.sum(&grads.iter().collect::<Vec<_>>())?;
-            let stats = ctx.comm.sum_f64(&[
-                loss,
-                local.len() as f64,
-                f64::from(u8::from(ctx.stop_signalled())),
-            ])?;
+            let [stop, save] = ctx.step_flags(step + 1);
+            let stats = ctx.comm.sum_f64(&[loss, local.len() as f64, stop, save])?;
             let scale = 1.0 / stats[1].max(1.0);
             let grads: Vec<Tensor> = grads.iter().map(|g| g * scale).collect();
             opt.schedule(step, epochs * batches);
@@ -192,8 +190,9 @@ pub fn fit(
             }
             step += 1;
             epoch_loss += stats[0];
+            // Every rank sees the same sums: all checkpoint this step, or none.
             let stopping = stats[2] > 0.0;
-            if stopping || ctx.checkpoints.due(step) {
+            if stopping || stats[3] > 0.0 {
                 // After the last batch the position is (epoch, batches): a
                 // resume then only finishes the epoch (its metrics).
                 let pos = Position {

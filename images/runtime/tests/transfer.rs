@@ -618,9 +618,12 @@ fn sync_uploads_new_checkpoints_and_makes_a_final_pass_on_sigterm() {
 
     save(1);
     // Tensors whose JSON never comes: an interrupted checkpoint.
-    std::fs::write(ckpt.join("ckpt-000000000009.safetensors"), b"half").unwrap();
+    std::fs::write(ckpt.join("ckpt-r0-000000000009.safetensors"), b"half").unwrap();
     std::fs::write(ckpt.join("notes.tmp"), b"being written").unwrap();
-    wait_for(&["ckpt-000000000001.json", "ckpt-000000000001.safetensors"]);
+    wait_for(&[
+        "ckpt-r0-000000000001.json",
+        "ckpt-r0-000000000001.safetensors",
+    ]);
 
     // The trainer's last checkpoint, written as the pod stops.
     save(2);
@@ -654,16 +657,16 @@ fn sync_uploads_new_checkpoints_and_makes_a_final_pass_on_sigterm() {
     assert_eq!(
         have.keys().collect::<Vec<_>>(),
         [
-            "ckpt-000000000001.json",
-            "ckpt-000000000001.safetensors",
-            "ckpt-000000000002.json",
-            "ckpt-000000000002.safetensors",
+            "ckpt-r0-000000000001.json",
+            "ckpt-r0-000000000001.safetensors",
+            "ckpt-r0-000000000002.json",
+            "ckpt-r0-000000000002.safetensors",
             "restored.bin",
         ],
         "{stdout}"
     );
-    let local = std::fs::metadata(ckpt.join("ckpt-000000000002.safetensors")).unwrap();
-    assert_eq!(have["ckpt-000000000002.safetensors"], local.len());
+    let local = std::fs::metadata(ckpt.join("ckpt-r0-000000000002.safetensors")).unwrap();
+    assert_eq!(have["ckpt-r0-000000000002.safetensors"], local.len());
     assert!(stdout.contains("(1 file already there)"), "{stdout}");
     assert!(stdout.contains("sync: uploaded "), "{stdout}");
     assert!(

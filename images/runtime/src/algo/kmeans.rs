@@ -267,7 +267,10 @@ fn train(ctx: &mut Context) -> Result<()> {
     let tol = ctx.params.float("tol") * std.square().mean(TKind::Double).double_value(&[]);
     let mut rng = SplitMix(ctx.seed());
     let max_iter = ctx.params.int("max_iter") as u64;
-    let (mut centers, mut iter, mut counts_seen) = match ctx.checkpoints.latest()? {
+    // max_iter and tol only say when to stop, block_rows how to block the
+    // work: a resume may change them.
+    let free = ["max_iter", "tol", "block_rows"];
+    let (mut centers, mut iter, mut counts_seen) = match ctx.resume(&layout, false, &free)? {
         Some((pos, saved)) => {
             let c = saved
                 .get("centers")
@@ -329,11 +332,9 @@ fn train(ctx: &mut Context) -> Result<()> {
         ctx.metrics
             .emit("train:step_seconds", step_seconds, iter, Some(iter - 1));
         ctx.metrics.emit("train:msd", msd, iter, Some(iter - 1));
-        let stop = ctx
-            .comm
-            .sum_f64(&[f64::from(u8::from(ctx.stop_signalled()))])?[0]
-            > 0.0;
-        if stop || ctx.checkpoints.due(iter) {
+        let flags = ctx.comm.sum_f64(&ctx.step_flags(iter))?;
+        let stop = flags[0] > 0.0;
+        if stop || flags[1] > 0.0 {
             let pos = Position {
                 step: iter,
                 epoch: iter,

@@ -13,6 +13,7 @@ use super::net::Net;
 use crate::checkpoint::Position;
 use crate::error::{Error, Result};
 use crate::eval::Task;
+use crate::layout::RowLayout;
 use crate::optim::{Optimizer, Param};
 use crate::run::Context;
 use crate::sgd::{permutation, restore_params};
@@ -86,7 +87,8 @@ pub fn fit(
     let n = x.size()[0] as usize;
     let batches = n.div_ceil(batch) as u64;
     let (mut epoch, mut first_batch, mut step, mut epoch_loss) = (0u64, 0u64, 0u64, 0f64);
-    if let Some((pos, saved)) = ctx.checkpoints.latest()? {
+    // Each rank's checkpoint holds its own stage.
+    if let Some((pos, saved)) = ctx.resume(&RowLayout::single(n), true, &[])? {
         restore_params(&params, &saved)?;
         opt.restore(&saved);
         (epoch, first_batch, step) = (pos.epoch, pos.batch, pos.step);
@@ -160,9 +162,8 @@ pub fn fit(
                     }
                 })
                 .collect();
-            let stats = ctx
-                .comm
-                .sum_f64(&[loss, f64::from(u8::from(ctx.stop_signalled()))])?;
+            let [stop, save] = ctx.step_flags(step + 1);
+            let stats = ctx.comm.sum_f64(&[loss, stop, save])?;
             opt.schedule(step, epochs * batches);
             opt.step(&params, &grads);
             if !stats[0].is_finite() {
@@ -173,7 +174,7 @@ pub fn fit(
             step += 1;
             epoch_loss += stats[0];
             let stopping = stats[1] > 0.0;
-            if stopping || ctx.checkpoints.due(step) {
+            if stopping || stats[2] > 0.0 {
                 let pos = Position {
                     step,
                     epoch,

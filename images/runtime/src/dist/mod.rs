@@ -174,6 +174,34 @@ impl Comm {
         Ok(buf)
     }
 
+    /// Every rank's `values` on every rank (an all-gather: lengths may
+    /// differ between ranks). Two all-reduces, the lengths and then the
+    /// values, each rank filling its own segment with the others' zeros.
+    pub fn gather_f64(&mut self, values: &[f64]) -> Result<Vec<Vec<f64>>> {
+        if self.ring.is_none() {
+            return Ok(vec![values.to_vec()]);
+        }
+        let mut lengths = vec![0.0; self.world];
+        lengths[self.rank] = values.len() as f64;
+        let lengths: Vec<usize> = self
+            .sum_f64(&lengths)?
+            .into_iter()
+            .map(|l| l as usize)
+            .collect();
+        let start: usize = lengths[..self.rank].iter().sum();
+        let mut all = vec![0.0; lengths.iter().sum()];
+        all[start..start + values.len()].copy_from_slice(values);
+        let all = self.sum_f64(&all)?;
+        let mut at = 0;
+        Ok(lengths
+            .iter()
+            .map(|&l| {
+                at += l;
+                all[at - l..at].to_vec()
+            })
+            .collect())
+    }
+
     /// Sends a tensor down the pipeline (`forward`) or back up.
     pub fn send(&mut self, forward: bool, t: &Tensor) -> Result<()> {
         self.ring

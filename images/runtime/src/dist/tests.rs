@@ -65,6 +65,19 @@ fn broadcast_sends_rank_zeros_values() {
 }
 
 #[test]
+fn gather_collects_every_ranks_values() {
+    let results = on_ranks(3, 29615, |comm| {
+        let mine: Vec<f64> = (0..comm.rank)
+            .map(|i| (10 * comm.rank + i) as f64)
+            .collect();
+        comm.gather_f64(&mine).unwrap()
+    });
+    for all in results {
+        assert_eq!(all, vec![vec![], vec![10.0], vec![20.0, 21.0]]);
+    }
+}
+
+#[test]
 fn env_config() {
     let resources = crate::contract::ResourceConfig {
         current_host: Some("algo-2".into()),

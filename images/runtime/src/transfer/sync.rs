@@ -8,10 +8,11 @@
 //!   names ending in `.tmp` or `.partial` are skipped;
 //! - a file modified in the last second is left for the next pass;
 //! - the runtime's own checkpoints ([`crate::checkpoint`]) are complete
-//!   once `ckpt-<step>.json` is renamed into place after
-//!   `ckpt-<step>.safetensors`: the tensors are uploaded only once that
-//!   JSON exists, and the JSON after them, so a store that has the JSON
-//!   has the whole checkpoint, whatever moment a pod stops at.
+//!   once `ckpt-r<rank>-<step>.json` is renamed into place after
+//!   `ckpt-r<rank>-<step>.safetensors` (`ckpt-<step>` from older
+//!   runtimes): the tensors are uploaded only once that JSON exists, and
+//!   the JSON after them, so a store that has the JSON has the whole
+//!   checkpoint, whatever moment a pod stops at.
 //!
 //! At start, files that the store already has with the same size (a
 //! checkpoint just restored by `fetch`) count as uploaded.
@@ -60,16 +61,24 @@ pub struct Plan {
 }
 
 /// The step of a runtime checkpoint file name and whether it is the JSON:
-/// `ckpt-000000000010.json` is `(10, true)`.
+/// `ckpt-r1-000000000010.json` (rank 1's) and `ckpt-000000000010.json` (an
+/// older runtime's) are `("000000000010", true)`.
 fn checkpoint_file(name: &str) -> Option<(&str, bool)> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let base = name.rsplit('/').next().unwrap_or(name);
-    let rest = base.strip_prefix("ckpt-")?;
+    let mut rest = base.strip_prefix("ckpt-")?;
+    if let Some((rank, after)) = rest.strip_prefix('r').and_then(|r| r.split_once('-')) {
+        if !digits(rank) {
+            return None;
+        }
+        rest = after;
+    }
     let (step, json) = if let Some(step) = rest.strip_suffix(".json") {
         (step, true)
     } else {
         (rest.strip_suffix(".safetensors")?, false)
     };
-    (!step.is_empty() && step.bytes().all(|b| b.is_ascii_digit())).then_some((step, json))
+    digits(step).then_some((step, json))
 }
 
 /// Whether a name is never uploaded: hidden, or a temporary name.
@@ -410,6 +419,16 @@ mod tests {
             Some(("000000000010", true))
         );
         assert_eq!(checkpoint_file("a/ckpt-7.safetensors"), Some(("7", false)));
+        assert_eq!(
+            checkpoint_file("ckpt-r12-000000000010.json"),
+            Some(("000000000010", true))
+        );
+        assert_eq!(
+            checkpoint_file("ckpt-r0-000000000003.safetensors"),
+            Some(("000000000003", false))
+        );
+        assert_eq!(checkpoint_file("ckpt-rx-000000000003.json"), None);
+        assert_eq!(checkpoint_file("ckpt-r1-.json"), None);
         assert_eq!(checkpoint_file("ckpt-x.json"), None);
         assert_eq!(checkpoint_file("ckpt-.json"), None);
         assert_eq!(checkpoint_file("model.safetensors"), None);
