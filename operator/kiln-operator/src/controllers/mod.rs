@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod error;
 pub mod model_package;
 pub mod model_package_group;
+pub mod pipeline_run;
 pub mod pods;
 pub mod training_job;
 pub mod tuning_job;
@@ -23,6 +24,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kiln_api::endpoint::Endpoint;
 use kiln_api::model_package::{ModelPackage, ModelPackageState};
 use kiln_api::model_package_group::ModelPackageGroup;
+use kiln_api::pipeline_run::PipelineRun;
 use kiln_api::training_job::{TrainingJob, TrainingJobState};
 use kiln_api::tuning_job::TuningJob;
 use kube::runtime::events::{Recorder, Reporter};
@@ -96,6 +98,7 @@ impl Context {
 pub const REGISTERED: &[&str] = &[
     "TrainingJob",
     "TuningJob",
+    "PipelineRun",
     "Endpoint",
     "ModelPackage",
     "ModelPackageGroup",
@@ -180,6 +183,35 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
                     .instrument(span)
             },
             tuning_job::error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    // PipelineRuns: the TrainingJobs and TuningJobs of their steps are
+    // owned; ModelPackages and Endpoints outlive a run and are looked at on
+    // the run's recheck.
+    let run_children = || watcher::Config::default().labels(pipeline_run::RUN_LABEL);
+    let runs = Controller::new(ctx.api::<PipelineRun>(), watcher::Config::default())
+        .owns(ctx.api::<TrainingJob>(), run_children())
+        .owns(ctx.api::<TuningJob>(), run_children())
+        .graceful_shutdown_on(stop())
+        .run(
+            |run, ctx| {
+                let span = span("PipelineRun", run.as_ref());
+                let key = backoff::key("PipelineRun", run.as_ref());
+                let outer = ctx.clone();
+                async move {
+                    timed(
+                        "PipelineRun",
+                        &outer,
+                        key,
+                        pipeline_run::reconcile(run, ctx),
+                    )
+                    .await
+                }
+                .instrument(span)
+            },
+            pipeline_run::error_policy,
             ctx.clone(),
         )
         .for_each(log_outcome);
@@ -310,7 +342,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         )
         .for_each(log_outcome);
 
-    futures::join!(jobs, tuning, endpoints, packages, groups);
+    futures::join!(jobs, tuning, runs, endpoints, packages, groups);
     gauges.abort();
     package_gauges.abort();
     Ok(())
