@@ -1677,3 +1677,235 @@ spec:
     })
     .await;
 }
+
+fn lifecycle_pipeline(bucket: &str, prefix: &str) -> String {
+    format!(
+        r#"
+apiVersion: kiln.dev/v1alpha1
+kind: Pipeline
+metadata: {{name: lifecycle}}
+spec:
+  parameters:
+    - {{name: min_accuracy, type: Float, default: "0.8"}}
+    - {{name: epochs, type: Integer, default: "20"}}
+  steps:
+    - name: train
+      training:
+        spec:
+          algorithm: {{name: linear-learner}}
+          hyperparameters:
+            predictor_type: multiclass_classifier
+            num_classes: "3"
+            epochs: "{{{{ parameters.epochs }}}}"
+            mini_batch_size: "16"
+          inputs:
+            - name: train
+              source: {{uri: "s3://{bucket}/{prefix}/train/", secretRef: {{name: kiln-s3}}}}
+              contentType: text/csv
+            - name: validation
+              source: {{uri: "s3://{bucket}/{prefix}/validation/", secretRef: {{name: kiln-s3}}}}
+              contentType: text/csv
+          output:
+            location: {{uri: "s3://{bucket}/{prefix}/runs/{{{{run.name}}}}/", secretRef: {{name: kiln-s3}}}}
+          resources:
+            replicas: 1
+            compute: {{cpu: 250m, memory: 512Mi}}
+    - name: good-enough
+      condition:
+        expression: "steps.train.metrics['validation:accuracy'] >= parameters.min_accuracy"
+        ifSteps: [register]
+        elseSteps: [reject]
+    - name: register
+      registerModel: {{groupName: iris, modelFromStep: train, approvalStatus: Approved}}
+    - name: deploy
+      deploy:
+        endpointName: iris
+        spec:
+          variants:
+            - name: main
+              model: {{modelPackage: {{name: "{{{{ steps.register.modelPackageName }}}}"}}}}
+              resources: {{cpu: 100m, memory: 256Mi}}
+    - name: reject
+      fail: {{message: "validation accuracy {{{{ steps.train.metrics['validation:accuracy'] }}}} is below {{{{ parameters.min_accuracy }}}}"}}
+"#
+    )
+}
+
+fn pipeline_run(name: &str, pipeline: &str, parameters: &[(&str, &str)]) -> String {
+    let params: Vec<String> = parameters
+        .iter()
+        .map(|(k, v)| format!("{{name: {k}, value: \"{v}\"}}"))
+        .collect();
+    format!(
+        "apiVersion: kiln.dev/v1alpha1\nkind: PipelineRun\nmetadata: {{name: {name}}}\nspec:\n  pipelineRef: {{name: {pipeline}}}\n  parameters: [{}]\n",
+        params.join(", ")
+    )
+}
+
+async fn wait_run(ns: &TestNamespace, name: &str, timeout: Duration) -> Result<serde_json::Value> {
+    wait_until(
+        &format!("PipelineRun {name} to finish"),
+        timeout,
+        || async {
+            let s = kiln_object(ns, "pipelinerun", name)?["status"].clone();
+            let c = condition_of(&s, "Succeeded");
+            Ok((!c.is_null() && c["status"] != "Unknown").then_some(s))
+        },
+    )
+    .await
+}
+
+fn step_states(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `kubectl apply` of a Pipeline runs the lifecycle: train on iris, check
+/// the validation accuracy against a parameter, register the model as an
+/// Approved version of a group, deploy it behind an Endpoint and predict
+/// through it. A run whose threshold is too high takes the fail branch
+/// with its message and registers nothing; a pipeline whose steps form a
+/// cycle fails its run at once, naming the cycle.
+#[tokio::test]
+#[ignore = "needs the local cluster and the Kiln images: make test-e2e"]
+async fn pipeline_trains_checks_registers_and_deploys() {
+    run("pipeline", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        let s3 = s3_secret(&ns).await?;
+        let data = ns.cluster.repo.join("e2e/manifests/data/iris");
+        let prefix = format!("e2e/{}/iris", ns.name);
+        s3.put(&format!("{prefix}/train/data.csv"), &data.join("train.csv"))?;
+        s3.put(
+            &format!("{prefix}/validation/data.csv"),
+            &data.join("validation.csv"),
+        )?;
+        install_operator(&ns)?;
+        ns.apply(&model_package_group("iris")).await?;
+        ns.apply(&lifecycle_pipeline(&s3.bucket, &prefix)).await?;
+        ns.apply(
+            r#"
+apiVersion: kiln.dev/v1alpha1
+kind: Pipeline
+metadata: {name: loop}
+spec:
+  steps:
+    - {name: a, dependsOn: [c], fail: {message: a}}
+    - {name: b, dependsOn: [a], fail: {message: b}}
+    - {name: c, dependsOn: [b], fail: {message: c}}
+"#,
+        )
+        .await?;
+        ns.apply(&pipeline_run("good", "lifecycle", &[])).await?;
+        ns.apply(&pipeline_run(
+            "strict",
+            "lifecycle",
+            &[("min_accuracy", "1.01")],
+        ))
+        .await?;
+        ns.apply(&pipeline_run("cyclic", "loop", &[])).await?;
+
+        let cyclic = wait_run(&ns, "cyclic", 2 * MINUTE).await?;
+        let c = condition_of(&cyclic, "Succeeded");
+        ensure!(
+            c["status"] == "False"
+                && c["reason"] == "InvalidSpec"
+                && c["message"].as_str().is_some_and(|m| m.contains("cycle")),
+            "the cyclic run: {cyclic:#}"
+        );
+
+        let strict = wait_run(&ns, "strict", 8 * MINUTE).await?;
+        let c = condition_of(&strict, "Succeeded");
+        ensure!(
+            c["status"] == "False"
+                && c["reason"] == "StepFailed"
+                && c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("is below 1.01")),
+            "the strict run: {strict:#}"
+        );
+        let states = step_states(&strict);
+        eprintln!("pipeline: strict run {states:?}: {}", c["message"]);
+        for (step, state) in [
+            ("train", "Succeeded"),
+            ("good-enough", "Succeeded"),
+            ("register", "Skipped"),
+            ("deploy", "Skipped"),
+            ("reject", "Failed"),
+        ] {
+            ensure!(
+                states.contains(&(step.to_string(), state.to_string())),
+                "strict run step {step} is not {state}: {states:?}"
+            );
+        }
+
+        let good = wait_run(&ns, "good", 10 * MINUTE).await?;
+        let c = condition_of(&good, "Succeeded");
+        ensure!(c["status"] == "True", "the good run: {good:#}");
+        let states = step_states(&good);
+        eprintln!("pipeline: good run {states:?}");
+        for (step, state) in [
+            ("train", "Succeeded"),
+            ("good-enough", "Succeeded"),
+            ("register", "Succeeded"),
+            ("deploy", "Succeeded"),
+            ("reject", "Skipped"),
+        ] {
+            ensure!(
+                states.contains(&(step.to_string(), state.to_string())),
+                "good run step {step} is not {state}: {states:?}"
+            );
+        }
+        ensure!(good["stepsSucceeded"] == 4, "{good:#}");
+        // The registered version: numbered in the group, Approved, traced to the run's TrainingJob.
+        let package = kiln_object(&ns, "modelpackage", "good-register")?;
+        ensure!(
+            package["status"]["version"] == 1
+                && package["spec"]["approval"]["status"] == "Approved"
+                && package["spec"]["source"]["trainingJob"] == "good-train"
+                && package["spec"]["source"]["pipeline"] == "lifecycle",
+            "the registered package: {package:#}"
+        );
+        ensure!(
+            package["spec"]["inference"]["modelData"]["uri"]
+                .as_str()
+                .is_some_and(|u| u.contains("/runs/good/")),
+            "the package's artifact: {package:#}"
+        );
+        // The strict run registered nothing.
+        ensure!(
+            kiln_object(&ns, "modelpackage", "strict-register").is_err(),
+            "the strict run registered a package"
+        );
+        // The Endpoint serves the registered version.
+        let endpoint = endpoint_status(&ns, "iris")?;
+        ensure!(
+            condition_of(&endpoint, "Ready")["status"] == "True",
+            "{endpoint:#}"
+        );
+        let (code, _, body) = via_service(
+            &ns,
+            "iris",
+            "/invocations",
+            &[],
+            "5.1,3.5,1.4,0.2\n6.7,3.1,4.4,1.4\n6.3,3.3,6.0,2.5\n",
+        )
+        .await?;
+        ensure!(code == 200, "predictions: {code} {body}");
+        eprintln!("pipeline: the deployed endpoint answered {body:?}");
+        ensure!(
+            body.lines().count() == 3 || body.contains(','),
+            "predictions: {body}"
+        );
+        Ok(())
+    })
+    .await;
+}
