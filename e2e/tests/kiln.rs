@@ -1901,9 +1901,11 @@ spec:
         .await?;
         ensure!(code == 200, "predictions: {code} {body}");
         eprintln!("pipeline: the deployed endpoint answered {body:?}");
+        let answer: serde_json::Value = serde_json::from_str(&body)
+            .with_context(|| format!("the prediction is no JSON: {body}"))?;
         ensure!(
-            body.lines().count() == 3 || body.contains(','),
-            "predictions: {body}"
+            answer["predictions"].as_array().map(Vec::len) == Some(3),
+            "three rows, not three predictions: {body}"
         );
         Ok(())
     })
