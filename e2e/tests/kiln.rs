@@ -1573,7 +1573,7 @@ async fn tuning_job_runs_trials_as_training_jobs_and_finds_a_better_model() {
 /// then the last value in metrics.json and a model file.
 const SLOW_TRIAL: &str = r#"set -eu
 for e in 0 1 2 3 4 5 6 7 8 9; do
-  v=$(busybox awk -v x="$SM_HP_X" -v e="$e" 'BEGIN { printf "%.6f", (x - 0.3) ^ 2 + 1 / (e + 1) }')
+  v=$(busybox awk -v x="$SM_HP_X" -v e="$e" 'BEGIN { d = x - 0.3; printf "%.6f", d * d + 1 / (e + 1) }')
   echo "{\"kiln_metric\":\"validation:loss\",\"value\":$v,\"step\":$e,\"epoch\":$e,\"rank\":0}"
   sleep 3
 done
@@ -1813,6 +1813,23 @@ spec:
         .await?;
         ns.apply(&pipeline_run("cyclic", "loop", &[])).await?;
 
+        // The Pipeline itself says it cannot run, and why.
+        let ready = wait_until(
+            "the cyclic Pipeline's Ready condition",
+            2 * MINUTE,
+            || async {
+                let c = condition_of(&kiln_object(&ns, "pipeline", "loop")?["status"], "Ready");
+                Ok((!c.is_null()).then_some(c))
+            },
+        )
+        .await?;
+        ensure!(
+            ready["status"] == "False"
+                && ready["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("cycle")),
+            "the cyclic Pipeline: {ready:#}"
+        );
         let cyclic = wait_run(&ns, "cyclic", 2 * MINUTE).await?;
         let c = condition_of(&cyclic, "Succeeded");
         ensure!(
@@ -1906,6 +1923,113 @@ spec:
         ensure!(
             answer["predictions"].as_array().map(Vec::len) == Some(3),
             "three rows, not three predictions: {body}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// A scheduled Pipeline starts a run at every tick of its cron pattern
+/// (each minute here), named after the tick, within seconds of it; the
+/// tick's run is never started twice; finished scheduled runs beyond
+/// successfulRunsHistoryLimit are deleted.
+#[tokio::test]
+#[ignore = "needs the local cluster and the Kiln images: make test-e2e"]
+async fn pipeline_schedule_starts_runs_on_time_and_keeps_its_history() {
+    run("schedule", |ns| async move {
+        apply_kiln_crds(&ns).await?;
+        install_operator(&ns)?;
+        ns.apply(
+            r#"
+apiVersion: kiln.dev/v1alpha1
+kind: Pipeline
+metadata: {name: tick}
+spec:
+  parameters: [{name: n, type: Integer, default: "1"}]
+  steps:
+    - name: check
+      condition: {expression: "parameters.n == 1", elseSteps: [wrong]}
+    - name: wrong
+      fail: {message: "n is not 1"}
+  schedule: {cron: "* * * * *", concurrencyPolicy: Forbid}
+  successfulRunsHistoryLimit: 1
+"#,
+        )
+        .await?;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        wait_until("two scheduled runs", 4 * MINUTE, || {
+            let seen = seen.clone();
+            let ns = &ns;
+            async move {
+                let s = kiln_object(ns, "pipeline", "tick")?["status"].clone();
+                let mut ticks = seen.lock().expect("ticks");
+                if let Some(t) = s["lastScheduleTime"].as_str()
+                    && !ticks.iter().any(|x| x == t)
+                {
+                    ticks.push(t.to_string());
+                }
+                Ok((ticks.len() >= 2).then_some(()))
+            }
+        })
+        .await?;
+        let ticks = seen.lock().expect("ticks").clone();
+        eprintln!("schedule: ticks {ticks:?}");
+        let runs: serde_json::Value = serde_json::from_str(&ns.kubectl(&[
+            "get",
+            "pipelineruns",
+            "-l",
+            "kiln.dev/scheduled-by=tick",
+            "-o",
+            "json",
+        ])?)?;
+        for run in runs["items"].as_array().into_iter().flatten() {
+            let name = run["metadata"]["name"].as_str().unwrap_or_default();
+            let tick = run["metadata"]["annotations"]["kiln.dev/scheduled-at"]
+                .as_str()
+                .unwrap_or_default();
+            let tick_s: i64 = tick
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .map(|t| t.as_second())
+                .with_context(|| format!("run {name}: tick {tick:?}"))?;
+            ensure!(
+                name == format!("tick-{}", tick_s / 60),
+                "run {name} for tick {tick}"
+            );
+            ensure!(tick_s % 60 == 0, "tick {tick} is not on a minute");
+            let created: k8s_openapi::jiff::Timestamp = run["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()?;
+            let late = created.as_second() - tick_s;
+            ensure!(
+                (0..=30).contains(&late),
+                "run {name} started {late} s after its tick"
+            );
+        }
+        // History: one succeeded scheduled run is kept.
+        wait_until("the history limit to hold", 3 * MINUTE, || async {
+            let runs: serde_json::Value = serde_json::from_str(&ns.kubectl(&[
+                "get",
+                "pipelineruns",
+                "-l",
+                "kiln.dev/scheduled-by=tick",
+                "-o",
+                "json",
+            ])?)?;
+            let succeeded = runs["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["status"]["state"] == "Succeeded")
+                .count();
+            Ok((succeeded == 1).then_some(()))
+        })
+        .await?;
+        let pipeline = kiln_object(&ns, "pipeline", "tick")?;
+        ensure!(
+            condition_of(&pipeline["status"], "Ready")["status"] == "True"
+                && pipeline["status"]["lastSuccessfulTime"].is_string(),
+            "{pipeline:#}"
         );
         Ok(())
     })

@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod error;
 pub mod model_package;
 pub mod model_package_group;
+pub mod pipeline;
 pub mod pipeline_run;
 pub mod pods;
 pub mod training_job;
@@ -24,6 +25,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kiln_api::endpoint::Endpoint;
 use kiln_api::model_package::{ModelPackage, ModelPackageState};
 use kiln_api::model_package_group::ModelPackageGroup;
+use kiln_api::pipeline::Pipeline;
 use kiln_api::pipeline_run::PipelineRun;
 use kiln_api::training_job::{TrainingJob, TrainingJobState};
 use kiln_api::tuning_job::TuningJob;
@@ -98,6 +100,7 @@ impl Context {
 pub const REGISTERED: &[&str] = &[
     "TrainingJob",
     "TuningJob",
+    "Pipeline",
     "PipelineRun",
     "Endpoint",
     "ModelPackage",
@@ -212,6 +215,27 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
                 .instrument(span)
             },
             pipeline_run::error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    // Pipelines: checked, scheduled; a run's change wakes its Pipeline.
+    let pipelines = Controller::new(ctx.api::<Pipeline>(), watcher::Config::default())
+        .watches(
+            ctx.api::<PipelineRun>(),
+            watcher::Config::default(),
+            |run| pipeline::pipeline_of(&run),
+        )
+        .graceful_shutdown_on(stop())
+        .run(
+            |p, ctx| {
+                let span = span("Pipeline", p.as_ref());
+                let key = backoff::key("Pipeline", p.as_ref());
+                let outer = ctx.clone();
+                async move { timed("Pipeline", &outer, key, pipeline::reconcile(p, ctx)).await }
+                    .instrument(span)
+            },
+            pipeline::error_policy,
             ctx.clone(),
         )
         .for_each(log_outcome);
@@ -342,7 +366,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         )
         .for_each(log_outcome);
 
-    futures::join!(jobs, tuning, runs, endpoints, packages, groups);
+    futures::join!(jobs, tuning, pipelines, runs, endpoints, packages, groups);
     gauges.abort();
     package_gauges.abort();
     Ok(())

@@ -678,10 +678,14 @@ fn child_object(
     let mut metadata = serde_json::json!({"name": child.name, "labels": labels});
     let body = if let Some(t) = &step.training {
         metadata["ownerReferences"] = owner;
-        values.resolve(&serde_json::Value::Object(t.spec.clone()))?
+        let mut body = values.resolve(&serde_json::Value::Object(t.spec.clone()))?;
+        as_strings(&mut body["hyperparameters"]);
+        body
     } else if let Some(t) = &step.tuning {
         metadata["ownerReferences"] = owner;
-        values.resolve(&serde_json::Value::Object(t.spec.clone()))?
+        let mut body = values.resolve(&serde_json::Value::Object(t.spec.clone()))?;
+        as_strings(&mut body["trainingJobTemplate"]["spec"]["hyperparameters"]);
+        body
     } else if let Some(d) = &step.deploy {
         values.resolve(&serde_json::Value::Object(d.spec.clone()))?
     } else if let Some(r) = &step.register_model {
@@ -693,6 +697,18 @@ fn child_object(
         "apiVersion": child.api_version, "kind": child.kind,
         "metadata": metadata, "spec": body,
     }))
+}
+
+/// Hyperparameters are strings (SageMaker's contract): a reference that
+/// resolved to a number or a boolean there becomes its text.
+fn as_strings(map: &mut serde_json::Value) {
+    if let Some(map) = map.as_object_mut() {
+        for v in map.values_mut() {
+            if !v.is_string() && !v.is_null() {
+                *v = serde_json::Value::String(v.to_string());
+            }
+        }
+    }
 }
 
 /// A ModelPackage's spec for the model of `modelFromStep`: its artifact,

@@ -63,7 +63,10 @@ fn a_training_child_is_resolved_owned_and_labelled() {
         ("TrainingJob", "nightly-1-train")
     );
     let o = child_object(&run(), &spec.steps[0], &child, &values, &spec).unwrap();
-    assert_eq!(o["spec"]["hyperparameters"]["learning_rate"], 0.1);
+    assert_eq!(
+        o["spec"]["hyperparameters"]["learning_rate"], "0.1",
+        "hyperparameters stay strings"
+    );
     assert_eq!(o["spec"]["output"]["location"]["uri"], "s3://b/nightly-1/");
     assert_eq!(o["metadata"]["labels"][RUN_LABEL], "nightly-1");
     assert_eq!(o["metadata"]["ownerReferences"][0]["uid"], "run-uid");
