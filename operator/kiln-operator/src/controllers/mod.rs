@@ -26,9 +26,9 @@ use kiln_api::endpoint::Endpoint;
 use kiln_api::model_package::{ModelPackage, ModelPackageState};
 use kiln_api::model_package_group::ModelPackageGroup;
 use kiln_api::pipeline::Pipeline;
-use kiln_api::pipeline_run::PipelineRun;
+use kiln_api::pipeline_run::{PipelineRun, RunState};
 use kiln_api::training_job::{TrainingJob, TrainingJobState};
-use kiln_api::tuning_job::TuningJob;
+use kiln_api::tuning_job::{TuningJob, TuningJobState};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -175,7 +175,22 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
     // TuningJobs: every trial is a TrainingJob the TuningJob owns.
     let trials = watcher::Config::default().labels(tuning_job::TUNING_JOB_LABEL);
     let tuning = Controller::new(ctx.api::<TuningJob>(), watcher::Config::default())
-        .owns(ctx.api::<TrainingJob>(), trials)
+        .owns(ctx.api::<TrainingJob>(), trials);
+    let tuning_gauges = tokio::spawn(count_states(
+        tuning.store(),
+        "TuningJob",
+        &["Pending", "InProgress", "Completed", "Failed", "Stopped"],
+        |tj: &TuningJob| match tj.status.as_ref().and_then(|s| s.state) {
+            None => "Pending",
+            Some(TuningJobState::InProgress) => "InProgress",
+            Some(TuningJobState::Completed) => "Completed",
+            Some(TuningJobState::Failed) => "Failed",
+            Some(TuningJobState::Stopped) => "Stopped",
+        },
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    let tuning = tuning
         .graceful_shutdown_on(stop())
         .run(
             |tj, ctx| {
@@ -196,7 +211,30 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
     let run_children = || watcher::Config::default().labels(pipeline_run::RUN_LABEL);
     let runs = Controller::new(ctx.api::<PipelineRun>(), watcher::Config::default())
         .owns(ctx.api::<TrainingJob>(), run_children())
-        .owns(ctx.api::<TuningJob>(), run_children())
+        .owns(ctx.api::<TuningJob>(), run_children());
+    let run_gauges = tokio::spawn(count_states(
+        runs.store(),
+        "PipelineRun",
+        &[
+            "Pending",
+            "Executing",
+            "Stopping",
+            "Stopped",
+            "Failed",
+            "Succeeded",
+        ],
+        |run: &PipelineRun| match run.status.as_ref().and_then(|s| s.state) {
+            None => "Pending",
+            Some(RunState::Executing) => "Executing",
+            Some(RunState::Stopping) => "Stopping",
+            Some(RunState::Stopped) => "Stopped",
+            Some(RunState::Failed) => "Failed",
+            Some(RunState::Succeeded) => "Succeeded",
+        },
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
+    let runs = runs
         .graceful_shutdown_on(stop())
         .run(
             |run, ctx| {
@@ -367,8 +405,9 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         .for_each(log_outcome);
 
     futures::join!(jobs, tuning, pipelines, runs, endpoints, packages, groups);
-    gauges.abort();
-    package_gauges.abort();
+    for g in [gauges, tuning_gauges, run_gauges, package_gauges] {
+        g.abort();
+    }
     Ok(())
 }
 
