@@ -1690,6 +1690,7 @@ spec:
     - {{name: epochs, type: Integer, default: "20"}}
   steps:
     - name: train
+      cache: {{expireAfterSeconds: 3600}}
       training:
         spec:
           algorithm: {{name: linear-learner}}
@@ -1706,7 +1707,7 @@ spec:
               source: {{uri: "s3://{bucket}/{prefix}/validation/", secretRef: {{name: kiln-s3}}}}
               contentType: text/csv
           output:
-            location: {{uri: "s3://{bucket}/{prefix}/runs/{{{{run.name}}}}/", secretRef: {{name: kiln-s3}}}}
+            location: {{uri: "s3://{bucket}/{prefix}/runs/", secretRef: {{name: kiln-s3}}}}
           resources:
             replicas: 1
             compute: {{cpu: 250m, memory: 512Mi}}
@@ -1894,7 +1895,7 @@ spec:
         ensure!(
             package["spec"]["inference"]["modelData"]["uri"]
                 .as_str()
-                .is_some_and(|u| u.contains("/runs/good/")),
+                .is_some_and(|u| u.contains("/runs/")),
             "the package's artifact: {package:#}"
         );
         // The strict run registered nothing.
@@ -1923,6 +1924,35 @@ spec:
         ensure!(
             answer["predictions"].as_array().map(Vec::len) == Some(3),
             "three rows, not three predictions: {body}"
+        );
+
+        // A second run with the same inputs reuses the trained model: its
+        // train step is a cache hit and creates no TrainingJob.
+        ns.apply(&pipeline_run("again", "lifecycle", &[])).await?;
+        let again = wait_run(&ns, "again", 6 * MINUTE).await?;
+        ensure!(
+            condition_of(&again, "Succeeded")["status"] == "True",
+            "{again:#}"
+        );
+        let train = again["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == "train")
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            train["state"] == "Succeeded"
+                && (train["cacheHitRun"] == "good" || train["cacheHitRun"] == "strict"),
+            "the second run's train step: {train:#}"
+        );
+        ensure!(
+            kiln_object(&ns, "trainingjob", "again-train").is_err(),
+            "the cached step created a TrainingJob"
+        );
+        eprintln!(
+            "pipeline: run again reused {}'s train step",
+            train["cacheHitRun"]
         );
         Ok(())
     })

@@ -39,7 +39,7 @@ use kiln_api::pipeline_run::{
 };
 use kiln_api::training_job::{TrainingJob, TrainingJobState};
 use kiln_api::tuning_job::{TuningJob, TuningJobState};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -295,7 +295,13 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
                 steps: &outputs,
                 run: &run_values,
             };
-            let started = start(step, &values, &status, &name);
+            let mut started = start(step, &values, &status, &name);
+            if matches!(started, Started::Child(_))
+                && let Some(key) = cache_key(step, &values)
+                && let Some((run, outputs)) = cached(&ctx, &namespace, step, &key, now).await?
+            {
+                started = Started::Cached { run, outputs };
+            }
             let st = status
                 .steps
                 .iter_mut()
@@ -331,6 +337,24 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
                         EventType::Warning,
                         "StepFailed",
                         format!("step {ready} failed: {message}"),
+                    ));
+                }
+                Started::Cached { run, outputs } => {
+                    st.state = Some(StepState::Succeeded);
+                    st.completion_time = Some(Time(now));
+                    st.message = Some(format!(
+                        "reused the result of run {run}'s identical step (cache)"
+                    ));
+                    st.cache_hit_run = Some(run.clone());
+                    st.outputs = outputs
+                        .into_iter()
+                        .take(64)
+                        .map(|(name, value)| StepOutput { name, value })
+                        .collect();
+                    events.push((
+                        EventType::Normal,
+                        "StepCacheHit",
+                        format!("step {ready} reused the result of run {run}"),
                     ));
                 }
             }
@@ -542,6 +566,131 @@ enum Started {
     Done { result: Option<bool> },
     /// Failed at once: a fail step, a bad reference, an unsupported step.
     Failed(String),
+    /// An identical step of another run succeeded within the cache's
+    /// expiry: its run and outputs.
+    Cached {
+        run: String,
+        outputs: BTreeMap<String, String>,
+    },
+}
+
+/// The label of a cached step's child: the digest of its kind and resolved
+/// configuration.
+pub const CACHE_LABEL: &str = "kiln.dev/cache-key";
+
+/// The cache key of a training or tuning step with caching on: the first
+/// 40 hex digits of the SHA-256 of its kind and resolved body (serde_json
+/// writes object keys in order, so equal bodies give equal text).
+pub fn cache_key(step: &Step, values: &Values) -> Option<String> {
+    step.cache.as_ref().filter(|c| c.enabled)?;
+    let body = match (&step.training, &step.tuning) {
+        (Some(t), _) => ("TrainingJob", &t.spec),
+        (_, Some(t)) => ("TuningJob", &t.spec),
+        _ => return None,
+    };
+    let resolved = values
+        .resolve(&serde_json::Value::Object(body.1.clone()))
+        .ok()?;
+    let text = format!("{}\n{}", body.0, serde_json::to_string(&resolved).ok()?);
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    Some(
+        digest.as_ref()[..20]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+/// The run and outputs of the newest finished child with `key`, completed
+/// within the step's expiry.
+async fn cached(
+    ctx: &Context,
+    namespace: &str,
+    step: &Step,
+    key: &str,
+    now: Timestamp,
+) -> Result<Option<(String, BTreeMap<String, String>)>> {
+    let expire = step.cache.as_ref().and_then(|c| c.expire_after_seconds);
+    let fresh = |end: Option<&Time>| match (expire, end) {
+        (None, _) => true,
+        (Some(e), Some(t)) => now.as_second() - t.0.as_second() <= e,
+        (Some(_), None) => false,
+    };
+    let selector = ListParams::default().labels(&format!("{CACHE_LABEL}={key}"));
+    let run_of =
+        |labels: &BTreeMap<String, String>| labels.get(RUN_LABEL).cloned().unwrap_or_default();
+    if step.training.is_some() {
+        let api: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), namespace);
+        let mut hits: Vec<TrainingJob> = api
+            .list(&selector)
+            .await?
+            .items
+            .into_iter()
+            .filter(|j| {
+                let s = j.status.as_ref();
+                s.and_then(|s| s.state) == Some(TrainingJobState::Completed)
+                    && fresh(s.and_then(|s| s.end_time.as_ref()))
+            })
+            .collect();
+        hits.sort_by_key(|j| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.end_time.as_ref())
+                .map(|t| t.0.as_second())
+        });
+        return Ok(hits
+            .pop()
+            .map(|j| (run_of(j.labels()), training_outputs(&j))));
+    }
+    let api: Api<TuningJob> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut hits: Vec<TuningJob> = api
+        .list(&selector)
+        .await?
+        .items
+        .into_iter()
+        .filter(|j| {
+            let s = j.status.as_ref();
+            s.and_then(|s| s.state) == Some(TuningJobState::Completed)
+                && fresh(s.and_then(|s| s.end_time.as_ref()))
+        })
+        .collect();
+    hits.sort_by_key(|j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.end_time.as_ref())
+            .map(|t| t.0.as_second())
+    });
+    Ok(hits.pop().map(|j| (run_of(j.labels()), tuning_outputs(&j))))
+}
+
+/// A completed TrainingJob's outputs.
+fn training_outputs(job: &TrainingJob) -> BTreeMap<String, String> {
+    let s = job.status.clone().unwrap_or_default();
+    let mut out = BTreeMap::from([("trainingJobName".to_string(), job.name_any())]);
+    if let Some(uri) = s.model_artifact_uri {
+        out.insert("modelArtifactUri".into(), uri);
+    }
+    for m in s.final_metrics {
+        out.insert(format!("metrics['{}']", m.name), m.value.to_string());
+    }
+    out
+}
+
+/// A completed TuningJob's outputs: its best trial's.
+fn tuning_outputs(tj: &TuningJob) -> BTreeMap<String, String> {
+    let s = tj.status.clone().unwrap_or_default();
+    let mut out = BTreeMap::from([("tuningJobName".to_string(), tj.name_any())]);
+    if let Some(best) = s.best_training_job {
+        out.insert("trainingJobName".into(), best.name);
+        out.insert(
+            format!("metrics['{}']", tj.spec.objective.metric_name),
+            best.objective_value.to_string(),
+        );
+        if let Some(uri) = best.model_artifact_uri {
+            out.insert("modelArtifactUri".into(), uri);
+        }
+    }
+    out
 }
 
 fn start(step: &Step, values: &Values, status: &PipelineRunStatus, run: &str) -> Started {
@@ -676,6 +825,9 @@ fn child_object(
         "controller": true, "blockOwnerDeletion": true,
     }]);
     let mut metadata = serde_json::json!({"name": child.name, "labels": labels});
+    if let Some(key) = cache_key(step, values) {
+        metadata["labels"][CACHE_LABEL] = key.into();
+    }
     let body = if let Some(t) = &step.training {
         metadata["ownerReferences"] = owner;
         let mut body = values.resolve(&serde_json::Value::Object(t.spec.clone()))?;
@@ -864,16 +1016,7 @@ async fn observe(
             };
             let s = job.status.clone().unwrap_or_default();
             Ok(match s.state {
-                Some(TrainingJobState::Completed) => {
-                    let mut out = BTreeMap::from([("trainingJobName".to_string(), job.name_any())]);
-                    if let Some(uri) = s.model_artifact_uri {
-                        out.insert("modelArtifactUri".into(), uri);
-                    }
-                    for m in s.final_metrics {
-                        out.insert(format!("metrics['{}']", m.name), m.value.to_string());
-                    }
-                    Seen::Succeeded(out)
-                }
+                Some(TrainingJobState::Completed) => Seen::Succeeded(training_outputs(&job)),
                 Some(TrainingJobState::Failed) => {
                     let reason = conditions::find(&s.conditions, types::SUCCEEDED)
                         .map(|c| c.reason.clone())
@@ -911,20 +1054,7 @@ async fn observe(
             };
             let s = tj.status.clone().unwrap_or_default();
             Ok(match s.state {
-                Some(TuningJobState::Completed) => {
-                    let mut out = BTreeMap::from([("tuningJobName".to_string(), tj.name_any())]);
-                    if let Some(best) = s.best_training_job {
-                        out.insert("trainingJobName".into(), best.name);
-                        out.insert(
-                            format!("metrics['{}']", tj.spec.objective.metric_name),
-                            best.objective_value.to_string(),
-                        );
-                        if let Some(uri) = best.model_artifact_uri {
-                            out.insert("modelArtifactUri".into(), uri);
-                        }
-                    }
-                    Seen::Succeeded(out)
-                }
+                Some(TuningJobState::Completed) => Seen::Succeeded(tuning_outputs(&tj)),
                 Some(TuningJobState::Failed | TuningJobState::Stopped) => Seen::Failed(
                     FailureKind::Algorithm,
                     format!(

@@ -171,3 +171,39 @@ fn retries_wait_longer_each_time() {
         [5, 15, 45]
     );
 }
+
+#[test]
+fn cache_keys_follow_the_resolved_configuration() {
+    let mut spec = pipeline();
+    let run_values = BTreeMap::from([("name".to_string(), "nightly-1".to_string())]);
+    let steps = BTreeMap::new();
+    let key = |spec: &PipelineSpec, lr: f64, run: &BTreeMap<String, String>| {
+        let params = BTreeMap::from([("lr".to_string(), serde_json::json!(lr))]);
+        let values = Values {
+            parameters: &params,
+            steps: &steps,
+            run,
+        };
+        cache_key(&spec.steps[0], &values)
+    };
+    assert_eq!(key(&spec, 0.1, &run_values), None, "no cache configured");
+    spec.steps[0].cache = Some(serde_json::from_value(serde_json::json!({})).unwrap());
+    let a = key(&spec, 0.1, &run_values).unwrap();
+    assert_eq!(a.len(), 40);
+    assert_eq!(
+        key(&spec, 0.1, &run_values).unwrap(),
+        a,
+        "the same configuration, the same key"
+    );
+    assert_ne!(
+        key(&spec, 0.2, &run_values).unwrap(),
+        a,
+        "another learning rate"
+    );
+    // The output URI holds {{run.name}}: another run is another configuration.
+    let other = BTreeMap::from([("name".to_string(), "nightly-2".to_string())]);
+    assert_ne!(key(&spec, 0.1, &other).unwrap(), a);
+    spec.steps[0].cache =
+        Some(serde_json::from_value(serde_json::json!({"enabled": false})).unwrap());
+    assert_eq!(key(&spec, 0.1, &run_values), None);
+}
