@@ -29,7 +29,7 @@ use crate::training_job::TrainingJobSpec;
     printcolumn(name = "Best", type_ = "number", json_path = ".status.bestTrainingJob.objectiveValue"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a TuningJob's name must be a DNS label of at most 47 characters that starts with a letter: its trials are TrainingJobs named <name>-<index>"),
-    validation = Rule::new(crate::common::unchanged_rule("spec", &["strategy", "objective", "additionalMetrics", "parameterRanges", "earlyStopping", "completionCriteria", "trainingJobTemplate", "warmStart"])).message("a TuningJob can only change its limits: create a new TuningJob (warmStart can reuse this one's trials)").field_path(".spec"),
+    validation = Rule::new(crate::common::unchanged_rule("spec", &["strategy", "objective", "additionalObjectives", "additionalMetrics", "parameterRanges", "earlyStopping", "completionCriteria", "trainingJobTemplate", "warmStart"])).message("a TuningJob can only change its limits: create a new TuningJob (warmStart can reuse this one's trials)").field_path(".spec"),
     cel
 )]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +38,8 @@ use crate::training_job::TrainingJobSpec;
     validation = Rule::new("!has(self.strategy.hyperband) || self.strategy.type == 'Hyperband'").message("strategy.hyperband applies to strategy.type Hyperband only"),
     validation = Rule::new("!has(self.strategy.hyperband) || !has(self.trainingJobTemplate.spec.hyperparameters) || !(self.strategy.hyperband.resourceName in self.trainingJobTemplate.spec.hyperparameters)").message("Hyperband sets strategy.hyperband.resourceName itself for every trial: remove it from trainingJobTemplate.spec.hyperparameters"),
     validation = Rule::new("!has(self.strategy.hyperband) || (self.parameterRanges.integer.all(r, r.name != self.strategy.hyperband.resourceName) && self.parameterRanges.continuous.all(r, r.name != self.strategy.hyperband.resourceName) && self.parameterRanges.categorical.all(r, r.name != self.strategy.hyperband.resourceName))").message("Hyperband's resource (strategy.hyperband.resourceName) cannot also be a tuned range: remove its range"),
+    validation = Rule::new("!has(self.additionalObjectives) || self.additionalObjectives.size() == 0 || self.strategy.type in ['Bayesian', 'Random']").message("additionalObjectives (a multi-objective search) take strategy.type Bayesian (ParEGO) or Random"),
+    validation = Rule::new("!has(self.additionalObjectives) || self.additionalObjectives.all(o, o.metricName != self.objective.metricName)").message("additionalObjectives must not repeat objective.metricName"),
     validation = Rule::new("self.strategy.type != 'Grid' || (self.parameterRanges.continuous.size() == 0)").message("Grid search takes integer and categorical ranges only: turn continuous ranges into categorical values"),
     validation = Rule::new("self.parameterRanges.integer.size() + self.parameterRanges.continuous.size() + self.parameterRanges.categorical.size() > 0").message("parameterRanges needs at least one range to tune"),
     validation = Rule::new("!has(self.trainingJobTemplate.spec.hyperparameters) || self.parameterRanges.integer.all(r, !(r.name in self.trainingJobTemplate.spec.hyperparameters)) && self.parameterRanges.continuous.all(r, !(r.name in self.trainingJobTemplate.spec.hyperparameters)) && self.parameterRanges.categorical.all(r, !(r.name in self.trainingJobTemplate.spec.hyperparameters))").message("a tuned hyperparameter must not also be set in trainingJobTemplate.spec.hyperparameters"),
@@ -47,6 +49,14 @@ pub struct TuningJobSpec {
     pub strategy: Strategy,
     /// The metric to optimize (SageMaker `HyperParameterTuningJobObjective`).
     pub objective: Objective,
+    /// Further objectives searched at once: with them the search is
+    /// multi-objective (ParEGO for Bayesian, or Random) and
+    /// `status.paretoFront` lists the trials no other trial beats on every
+    /// objective. `objective` stays the one `bestTrainingJob` and
+    /// completion criteria read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 4))]
+    pub additional_objectives: Vec<Objective>,
     /// Further metrics recorded for every trial (Katib `additionalMetricNames`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("maxItems" = 20))]
@@ -419,6 +429,12 @@ pub struct TuningJobStatus {
     /// The best trial so far (SageMaker `BestTrainingJob`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_training_job: Option<TrialSummary>,
+    /// With `additionalObjectives`: the recorded trials on the Pareto front
+    /// (no other trial is at least as good on every objective and better on
+    /// one), at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 50))]
+    pub pareto_front: Vec<ParetoTrial>,
     /// When the search started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -487,6 +503,21 @@ pub struct TrialSummary {
     pub model_artifact_uri: Option<String>,
 }
 
+/// A trial on the Pareto front.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParetoTrial {
+    /// The TrainingJob's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The tuned hyperparameters of the trial.
+    #[serde(default)]
+    pub hyperparameters: BTreeMap<String, String>,
+    /// Its value of every objective, by metric name.
+    #[serde(default)]
+    pub objective_values: BTreeMap<String, f64>,
+}
+
 /// One trial as the tuning job records it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -521,6 +552,11 @@ pub struct TrialRecord {
     /// The objective's final value, once reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objective_value: Option<f64>,
+    /// The additional objectives' final values, by metric name
+    /// (multi-objective searches).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 4))]
+    pub additional_objective_values: BTreeMap<String, f64>,
     /// The budget it ran to (epochs for Hyperband and ASHA), when the strategy allocates one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<i64>,

@@ -114,8 +114,15 @@ pub async fn reconcile(tj: Arc<TuningJob>, ctx: Arc<Context>) -> Result<Action> 
         .collect();
     let metric = current.spec.objective.metric_name.clone();
     let mut notes = Vec::new();
+    let extra = search.extra_metrics();
     for record in &mut status.trials {
-        observe(record, trials.get(&record.name), &metric, &mut notes);
+        observe(
+            record,
+            trials.get(&record.name),
+            &metric,
+            &extra,
+            &mut notes,
+        );
     }
     let terminal = matches!(
         status.state,
@@ -147,13 +154,14 @@ pub async fn reconcile(tj: Arc<TuningJob>, ctx: Arc<Context>) -> Result<Action> 
     if !terminal {
         // A completed trial without the objective: the metric's name is
         // wrong for this template, and every later trial would miss it too.
-        if let Some((trial, reported)) = notes.iter().find_map(|n| match n {
-            Note::MissingObjective(t, r) => Some((t.clone(), r.clone())),
+        if let Some((trial, missing, reported)) = notes.iter().find_map(|n| match n {
+            Note::MissingObjective(t, missing, r) => Some((t.clone(), missing.clone(), r.clone())),
             _ => None,
         }) {
             let message = format!(
-                "trial {trial} completed without reporting the objective metric {metric:?} \
-                 (it reported: {}); set objective.metricName to one of these",
+                "trial {trial} completed without reporting the objective metric {missing:?} \
+                 (it reported: {}); name one of these in objective.metricName or \
+                 additionalObjectives",
                 if reported.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -175,6 +183,7 @@ pub async fn reconcile(tj: Arc<TuningJob>, ctx: Arc<Context>) -> Result<Action> 
     if !terminal {
         let history = search::history(
             &search.space,
+            &extra,
             &parents,
             &status.trials,
             status.next_trial_index.max(1),
@@ -226,7 +235,7 @@ pub async fn reconcile(tj: Arc<TuningJob>, ctx: Arc<Context>) -> Result<Action> 
     }
     let stop = to_stop(&mut status, &trials);
     trim(&mut status.trials);
-    summarize(&mut status, &trials, &search);
+    summarize(&mut status, &trials, &search, &metric);
     for n in &mut notes {
         if let Note::EarlyStopped(t) = n {
             *n = Note::Event(
@@ -251,7 +260,7 @@ pub async fn reconcile(tj: Arc<TuningJob>, ctx: Arc<Context>) -> Result<Action> 
 /// What observing the trials found, for Events and decisions.
 enum Note {
     /// A trial completed without the objective metric; what it reported.
-    MissingObjective(String, Vec<String>),
+    MissingObjective(String, String, Vec<String>),
     /// The median rule stopped the trial.
     EarlyStopped(String),
     /// An Event to publish.
@@ -263,6 +272,7 @@ fn observe(
     record: &mut TrialRecord,
     job: Option<&TrainingJob>,
     metric: &str,
+    extra: &[String],
     notes: &mut Vec<Note>,
 ) {
     let state = record.state.as_deref().unwrap_or(states::IN_PROGRESS);
@@ -287,25 +297,46 @@ fn observe(
     let status = job.status.clone().unwrap_or_default();
     match status.state {
         Some(TrainingJobState::Completed) => {
-            let value = status
-                .final_metrics
+            let value_of = |name: &str| {
+                status
+                    .final_metrics
+                    .iter()
+                    .find(|m| m.name == name)
+                    .map(|m| m.value)
+                    .filter(|v| v.is_finite())
+            };
+            let extras: Option<BTreeMap<String, f64>> = extra
                 .iter()
-                .find(|m| m.name == metric)
-                .map(|m| m.value)
-                .filter(|v| v.is_finite());
-            match value {
-                Some(v) => {
+                .map(|m| value_of(m).map(|v| (m.clone(), v)))
+                .collect();
+            match (value_of(metric), extras) {
+                (Some(v), Some(extras)) => {
                     record.state = Some(states::COMPLETED.into());
                     record.objective_value = Some(v);
+                    record.additional_objective_values = extras;
                 }
-                None => {
+                _ => {
                     record.state = Some(states::FAILED.into());
                     let reported = status
                         .final_metrics
                         .iter()
                         .map(|m| m.name.clone())
                         .collect();
-                    notes.push(Note::MissingObjective(record.name.clone(), reported));
+                    let missing = std::iter::once(metric)
+                        .chain(extra.iter().map(String::as_str))
+                        .find(|m| {
+                            !status
+                                .final_metrics
+                                .iter()
+                                .any(|x| x.name == *m && x.value.is_finite())
+                        })
+                        .unwrap_or(metric)
+                        .to_string();
+                    notes.push(Note::MissingObjective(
+                        record.name.clone(),
+                        missing,
+                        reported,
+                    ));
                 }
             }
         }
@@ -436,7 +467,9 @@ fn summarize(
     status: &mut TuningJobStatus,
     trials: &BTreeMap<String, TrainingJob>,
     search: &Search,
+    objective: &str,
 ) {
+    status.pareto_front = search.pareto(&status.trials, objective);
     status.training_job_counts = counts(&status.trials, trials, status.next_trial_index);
     if let Some(best) = search::best(&status.trials, search.direction) {
         let value = best.objective_value.unwrap_or(f64::NAN);

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::jiff::Timestamp;
 use kiln_api::conditions::reasons;
 use kiln_api::tuning_job::{
-    CompletionCriteria, EarlyStoppingType, ObjectiveType, Scaling, StrategyType, TrialRecord,
-    TuningJobSpec, WarmStartType,
+    CompletionCriteria, EarlyStoppingType, ObjectiveType, ParetoTrial, Scaling, StrategyType,
+    TrialRecord, TuningJobSpec, WarmStartType,
 };
 use kiln_tuning::{
-    Asha, Bayesian, Direction, Grid, MedianStopping, Origin, Param, Random, Scale, Space, Strategy,
-    Suggestion, Tpe, Trial, TrialState, WarmStartKind,
+    Asha, Bayesian, Direction, Grid, MedianStopping, Origin, ParEgo, Param, Random, Scale, Space,
+    Strategy, Suggestion, Tpe, Trial, TrialState, WarmStartKind,
 };
 
 /// Record states (`TrialRecord.state`).
@@ -40,6 +40,8 @@ pub struct Search {
     pub space: Space,
     /// Whether the objective is minimized or maximized.
     pub direction: Direction,
+    /// The additional objectives (multi-objective searches), by metric name.
+    pub extra: Vec<(String, Direction)>,
     strategy: Box<dyn Strategy + Send>,
     median: Option<MedianStopping>,
 }
@@ -100,11 +102,28 @@ impl Search {
             params.push(Param::categorical(&r.name, &values));
         }
         let space = Space::new(params).map_err(|e| format!("parameterRanges: {e}"))?;
-        let direction = match spec.objective.type_ {
+        let direction_of = |t: ObjectiveType| match t {
             ObjectiveType::Maximize => Direction::Maximize,
             ObjectiveType::Minimize => Direction::Minimize,
         };
+        let direction = direction_of(spec.objective.type_);
+        let extra: Vec<(String, Direction)> = spec
+            .additional_objectives
+            .iter()
+            .map(|o| (o.metric_name.clone(), direction_of(o.type_)))
+            .collect();
         let strategy: Box<dyn Strategy + Send> = match spec.strategy.type_ {
+            StrategyType::Bayesian if !extra.is_empty() => {
+                let mut directions = vec![direction];
+                directions.extend(extra.iter().map(|(_, d)| *d));
+                Box::new(ParEgo::new(space.clone(), directions, seed))
+            }
+            _ if !extra.is_empty() && spec.strategy.type_ != StrategyType::Random => {
+                return Err(
+                    "additionalObjectives (a multi-objective search) take strategy.type Bayesian or Random"
+                        .into(),
+                );
+            }
             StrategyType::Random => Box::new(Random::new(space.clone(), seed)),
             StrategyType::Grid => Box::new(Grid::new(space.clone(), GRID_RESOLUTION)),
             StrategyType::Bayesian => Box::new(Bayesian::new(space.clone(), direction, seed)),
@@ -137,9 +156,55 @@ impl Search {
         Ok(Self {
             space,
             direction,
+            extra,
             strategy,
             median,
         })
+    }
+
+    /// The metric names of the additional objectives.
+    pub fn extra_metrics(&self) -> Vec<String> {
+        self.extra.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// The recorded trials on the Pareto front of every objective, at most
+    /// 50 (empty for a single objective).
+    pub fn pareto(&self, records: &[TrialRecord], objective: &str) -> Vec<ParetoTrial> {
+        if self.extra.is_empty() {
+            return Vec::new();
+        }
+        let names = self.extra_metrics();
+        let done: Vec<&TrialRecord> = records
+            .iter()
+            .filter(|r| r.state.as_deref() == Some(states::COMPLETED))
+            .collect();
+        let trials: Vec<Trial> = done
+            .iter()
+            .filter_map(|r| trial_of(&self.space, r, None, &names))
+            .collect();
+        let kept: Vec<&TrialRecord> = done
+            .iter()
+            .filter(|r| trial_of(&self.space, r, None, &names).is_some())
+            .copied()
+            .collect();
+        let mut directions = vec![self.direction];
+        directions.extend(self.extra.iter().map(|(_, d)| *d));
+        kiln_tuning::pareto::pareto_front(&trials, &directions)
+            .into_iter()
+            .take(50)
+            .map(|i| {
+                let r = kept[i];
+                let mut values = r.additional_objective_values.clone();
+                if let Some(v) = r.objective_value {
+                    values.insert(objective.to_string(), v);
+                }
+                ParetoTrial {
+                    name: r.name.clone(),
+                    hyperparameters: r.hyperparameters.clone(),
+                    objective_values: values,
+                }
+            })
+            .collect()
     }
 
     /// Whether trials are stopped early by the median rule.
@@ -183,6 +248,7 @@ impl Search {
             hyperparameters: self.space.format(&s.config),
             state: Some(states::IN_PROGRESS.into()),
             objective_value: None,
+            additional_objective_values: BTreeMap::new(),
             resource: s.resource.map(|r| r as i64),
             start_time: None,
             promoted_from: s.promoted_from.and_then(|at| history.index_at(at)),
@@ -212,6 +278,7 @@ fn trial_of(
     space: &Space,
     record: &TrialRecord,
     intermediate: Option<&Vec<(u64, f64)>>,
+    extra: &[String],
 ) -> Option<Trial> {
     let config = space.parse(&record.hyperparameters).ok()?;
     let state = match record.state.as_deref() {
@@ -222,7 +289,16 @@ fn trial_of(
     };
     let intermediate = intermediate.cloned().unwrap_or_default();
     let values = match state {
-        TrialState::Completed => record.objective_value.into_iter().collect(),
+        // A multi-objective trial is observed only with every value.
+        TrialState::Completed => record
+            .objective_value
+            .into_iter()
+            .chain(
+                extra
+                    .iter()
+                    .map_while(|m| record.additional_objective_values.get(m).copied()),
+            )
+            .collect(),
         TrialState::EarlyStopped => intermediate.last().map(|(_, v)| *v).into_iter().collect(),
         _ => Vec::new(),
     };
@@ -245,6 +321,7 @@ fn trial_of(
 /// strategy still numbers its random streams by the true trial count.
 pub fn history(
     space: &Space,
+    extra: &[String],
     parents: &[(WarmStartType, Vec<TrialRecord>)],
     records: &[TrialRecord],
     next_index: i32,
@@ -259,7 +336,7 @@ pub fn history(
         trials.extend(
             parent
                 .iter()
-                .filter_map(|r| trial_of(space, r, None))
+                .filter_map(|r| trial_of(space, r, None, extra))
                 .filter(|t| t.state == TrialState::Completed)
                 .map(|t| t.with_origin(origin)),
         );
@@ -273,7 +350,7 @@ pub fn history(
     for index in 1..next_index.max(1) {
         let trial = by_index
             .get(&index)
-            .and_then(|r| trial_of(space, r, intermediate.get(&index)))
+            .and_then(|r| trial_of(space, r, intermediate.get(&index), extra))
             .unwrap_or_else(|| Trial {
                 state: TrialState::Failed,
                 ..Trial::pending(filler.clone())

@@ -85,17 +85,17 @@ fn observing_copies_the_objective_or_says_it_is_missing() {
         Some("Completed"),
         &[("validation:accuracy", 0.93), ("train:loss", 0.2)],
     );
-    observe(&mut r, Some(&done), "validation:accuracy", &mut notes);
+    observe(&mut r, Some(&done), "validation:accuracy", &[], &mut notes);
     assert_eq!(r.state.as_deref(), Some(states::COMPLETED));
     assert_eq!(r.objective_value, Some(0.93));
     assert!(r.start_time.is_some());
 
     let mut r = record(2, states::IN_PROGRESS);
     let done = job("tune-2", 2, Some("Completed"), &[("train:loss", 0.2)]);
-    observe(&mut r, Some(&done), "validation:accuracy", &mut notes);
+    observe(&mut r, Some(&done), "validation:accuracy", &[], &mut notes);
     assert_eq!(r.state.as_deref(), Some(states::FAILED));
     assert!(
-        matches!(&notes[0], Note::MissingObjective(t, m) if t == "tune-2" && m == &["train:loss"])
+        matches!(&notes[0], Note::MissingObjective(t, missing, m) if t == "tune-2" && missing == "validation:accuracy" && m == &["train:loss"])
     );
 
     let mut r = record(3, states::IN_PROGRESS);
@@ -103,6 +103,7 @@ fn observing_copies_the_objective_or_says_it_is_missing() {
         &mut r,
         Some(&job("tune-3", 3, Some("Failed"), &[])),
         "x",
+        &[],
         &mut notes,
     );
     assert_eq!(r.state.as_deref(), Some(states::FAILED));
@@ -110,11 +111,11 @@ fn observing_copies_the_objective_or_says_it_is_missing() {
 
     // Recorded but never created: nothing happens (the trial gets created).
     let mut r = record(4, states::IN_PROGRESS);
-    observe(&mut r, None, "x", &mut notes);
+    observe(&mut r, None, "x", &[], &mut notes);
     assert_eq!(r.state.as_deref(), Some(states::IN_PROGRESS));
     // Created once and gone: stopped.
     r.start_time = Some(Time(Timestamp::now()));
-    observe(&mut r, None, "x", &mut notes);
+    observe(&mut r, None, "x", &[], &mut notes);
     assert_eq!(r.state.as_deref(), Some(states::STOPPED));
 }
 

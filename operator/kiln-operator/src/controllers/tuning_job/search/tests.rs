@@ -66,7 +66,7 @@ fn the_spec_becomes_a_space_in_range_order_and_suggestions_fit_it() {
         .map(|p| p.name.as_str())
         .collect();
     assert_eq!(names, ["mini_batch_size", "learning_rate", "optimizer"]);
-    let h = history(&search.space, &[], &[], 1, &BTreeMap::new());
+    let h = history(&search.space, &[], &[], &[], 1, &BTreeMap::new());
     let s = search.suggest(&h, 3);
     assert_eq!(s.len(), 3);
     for (i, s) in s.iter().enumerate() {
@@ -117,7 +117,7 @@ fn history_keeps_one_trial_per_index_and_maps_states() {
         record(5, states::EARLY_STOPPED, None),
     ];
     let curves = BTreeMap::from([(4, vec![(1, 0.5), (2, 0.6)]), (5, vec![(1, 0.2)])]);
-    let h = history(&search.space, &[], &records, 6, &curves);
+    let h = history(&search.space, &[], &[], &records, 6, &curves);
     let states: Vec<TrialState> = h.trials.iter().map(|t| t.state).collect();
     assert_eq!(
         states,
@@ -152,7 +152,7 @@ fn parents_come_first_and_promotions_link_by_index() {
     let mut promoted = record(2, states::IN_PROGRESS, None);
     promoted.promoted_from = Some(1);
     let records = vec![record(1, states::COMPLETED, Some(0.8)), promoted];
-    let h = history(&search.space, &parents, &records, 3, &BTreeMap::new());
+    let h = history(&search.space, &[], &parents, &records, 3, &BTreeMap::new());
     assert_eq!(h.trials.len(), 3, "one completed parent trial, two own");
     assert_eq!(
         h.trials[0].origin,
@@ -279,7 +279,7 @@ fn median_stopping_stops_a_trial_below_the_completed_median() {
         (3, vec![(1, 0.3), (2, 0.35)]),
         (4, vec![(1, 0.9), (2, 0.95)]),
     ]);
-    let h = history(&search.space, &[], &records, 5, &curves);
+    let h = history(&search.space, &[], &[], &records, 5, &curves);
     assert_eq!(search.to_stop_early(&h), [3]);
     let without = Search::new(&self::spec(""), 1).unwrap();
     assert!(without.to_stop_early(&h).is_empty());
@@ -296,12 +296,75 @@ fn hyperband_gives_resources_within_its_bounds() {
         reduction_factor: 3,
     });
     let mut search = Search::new(&spec, 3).unwrap();
-    let h = history(&search.space, &[], &[], 1, &BTreeMap::new());
+    let h = history(&search.space, &[], &[], &[], 1, &BTreeMap::new());
     let s = search.suggest(&h, 4);
     assert_eq!(s.len(), 4);
     assert!(
         s.iter()
             .all(|s| s.resource.is_some_and(|r| (1..=9).contains(&r))),
         "{s:?}"
+    );
+}
+
+#[test]
+fn two_objectives_search_by_parego_and_report_the_pareto_front() {
+    let mut spec =
+        spec(r#"additionalObjectives: [{metricName: "train:fit_seconds", type: Minimize}]"#);
+    spec.strategy.type_ = StrategyType::Bayesian;
+    let mut search = Search::new(&spec, 5).unwrap();
+    assert_eq!(search.extra_metrics(), ["train:fit_seconds"]);
+    let with = |index: i32, acc: f64, secs: Option<f64>| {
+        let mut r = record(index, states::COMPLETED, Some(acc));
+        if let Some(s) = secs {
+            r.additional_objective_values
+                .insert("train:fit_seconds".into(), s);
+        }
+        r
+    };
+    // Accuracy up, time down: 1 and 3 trade off, 2 is beaten by 3 on both,
+    // 4 lacks the second value and is left out.
+    let records = vec![
+        with(1, 0.95, Some(9.0)),
+        with(2, 0.80, Some(5.0)),
+        with(3, 0.90, Some(2.0)),
+        with(4, 0.99, None),
+    ];
+    let front: Vec<String> = search
+        .pareto(&records, "validation:accuracy")
+        .into_iter()
+        .map(|p| {
+            assert_eq!(p.objective_values.len(), 2);
+            p.name
+        })
+        .collect();
+    assert_eq!(front, ["t-1", "t-3"]);
+    let h = history(
+        &search.space,
+        &search.extra_metrics(),
+        &[],
+        &records,
+        5,
+        &BTreeMap::new(),
+    );
+    assert_eq!(h.trials[0].values, [0.95, 9.0]);
+    assert_eq!(
+        h.trials[3].values,
+        [0.99],
+        "incomplete: not an observation of both"
+    );
+    assert_eq!(search.suggest(&h, 2).len(), 2);
+    // Single-objective strategies cannot search two objectives.
+    spec.strategy.type_ = StrategyType::Tpe;
+    assert!(
+        Search::new(&spec, 5)
+            .err()
+            .unwrap()
+            .contains("Bayesian or Random")
+    );
+    assert!(
+        Search::new(&self::spec(""), 5)
+            .unwrap()
+            .pareto(&records, "x")
+            .is_empty()
     );
 }
