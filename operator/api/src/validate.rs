@@ -215,8 +215,43 @@ fn references(text: &str, prefix: &str) -> BTreeSet<String> {
     found
 }
 
-/// The dependencies of each step: `dependsOn`, the steps its strings refer to,
-/// and the condition step that gates it.
+/// The steps a condition step's CEL expression reads: `steps.<name>` or
+/// `steps['<name>']` (a name with a dash cannot be a CEL identifier).
+pub fn expression_steps(expression: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = expression;
+    while let Some(at) = rest.find("steps") {
+        let before_ok = !rest[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        let after = &rest[at + 5..];
+        if before_ok {
+            let name: Option<String> = if let Some(a) = after.strip_prefix('.') {
+                Some(
+                    a.chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect(),
+                )
+            } else if let Some(a) = after
+                .strip_prefix("['")
+                .or_else(|| after.strip_prefix("[\""))
+            {
+                a.find(['\'', '"']).map(|end| a[..end].to_string())
+            } else {
+                None
+            };
+            if let Some(n) = name.filter(|n| !n.is_empty()) {
+                out.insert(n);
+            }
+        }
+        rest = after;
+    }
+    out
+}
+
+/// The dependencies of each step: `dependsOn`, the steps its strings refer to
+/// (and a condition's expression reads), and the condition step that gates it.
 pub fn step_dependencies(
     spec: &PipelineSpec,
 ) -> Result<BTreeMap<String, BTreeSet<String>>, ValidationError> {
@@ -229,6 +264,9 @@ pub fn step_dependencies(
         mine.extend(step_references(&text));
         if let Some(register) = &step.register_model {
             mine.insert(register.model_from_step.clone());
+        }
+        if let Some(condition) = &step.condition {
+            mine.extend(expression_steps(&condition.expression));
         }
         for target in &mine {
             if !names.contains(target.as_str()) || *target == step.name {
@@ -415,6 +453,15 @@ mod tests {
             vec!["lr"]
         );
         assert!(step_references("{{ steps.unclosed").is_empty());
+        assert_eq!(
+            expression_steps(
+                "steps.train.metrics['a'] >= 0.9 && steps['eval-2'].outputs.x == 'y' || mysteps.z"
+            )
+            .into_iter()
+            .collect::<Vec<_>>(),
+            vec!["eval-2", "train"]
+        );
+        assert!(expression_steps("parameters.deploy").is_empty());
     }
 
     fn fail_step(name: &str, message: &str, depends_on: &[&str]) -> Step {

@@ -220,43 +220,6 @@ impl Values<'_> {
     }
 }
 
-/// The steps a CEL condition reads (`steps.<name>` or `steps['<name>']`).
-pub fn steps_in_expression(expression: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = expression;
-    while let Some(at) = rest.find("steps") {
-        let before_ok = at == 0
-            || !rest[..at]
-                .chars()
-                .next_back()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-        let after = &rest[at + 5..];
-        if before_ok {
-            let name: Option<String> = if let Some(a) = after.strip_prefix('.') {
-                Some(
-                    a.chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect(),
-                )
-            } else if let Some(a) = after
-                .strip_prefix("['")
-                .or_else(|| after.strip_prefix("[\""))
-            {
-                a.find(['\'', '"']).map(|end| a[..end].to_string())
-            } else {
-                None
-            };
-            if let Some(n) = name.filter(|n| !n.is_empty())
-                && !out.contains(&n)
-            {
-                out.push(n);
-            }
-        }
-        rest = after;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,16 +305,5 @@ mod tests {
                 .contains("has not run")
         );
         assert!(v.resolve(&json!("{{ parameters.nope }}")).is_err());
-    }
-
-    #[test]
-    fn condition_expressions_name_their_steps() {
-        assert_eq!(
-            steps_in_expression(
-                "steps.train.metrics['a'] >= 0.9 && steps['eval-2'].outputs.x == 'y' || mysteps.z"
-            ),
-            ["train", "eval-2"]
-        );
-        assert!(steps_in_expression("parameters.deploy").is_empty());
     }
 }

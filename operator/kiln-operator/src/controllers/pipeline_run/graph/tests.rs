@@ -61,7 +61,7 @@ fn parameters_take_the_runs_values_then_defaults_and_are_typed() {
     assert_eq!(p["deploy"], true);
     assert_eq!(p["team"], "ml");
     let e = parameters(&spec, &given[..1]).unwrap_err();
-    assert!(e.contains("team has no default"), "{e}");
+    assert!(e.contains("\"team\" has no default"), "{e}");
     let bad = vec![
         ParameterValue {
             name: "replicas".into(),
@@ -72,7 +72,7 @@ fn parameters_take_the_runs_values_then_defaults_and_are_typed() {
     assert!(
         parameters(&spec, &bad)
             .unwrap_err()
-            .contains("not an integer")
+            .contains("is not a valid Integer")
     );
     let unknown = vec![ParameterValue {
         name: "lr".into(),
@@ -81,7 +81,7 @@ fn parameters_take_the_runs_values_then_defaults_and_are_typed() {
     assert!(
         parameters(&spec, &unknown)
             .unwrap_err()
-            .contains("lr is not a parameter")
+            .contains("\"lr\" is not a parameter")
     );
 }
 
@@ -108,20 +108,17 @@ fn unknown_names_bad_references_and_cycles_are_named() {
 "#,
     ))
     .unwrap_err();
-    assert!(
-        e.contains("cycle") && e.contains("a -> b -> c -> a") || e.contains("cycle"),
-        "{e}"
-    );
+    assert!(e.contains("cycle: "), "{e}");
     let e = graph(&spec(
         r#"  - {name: a, fail: {message: "{{ steps.zz.url }}"}}"#,
     ))
     .unwrap_err();
-    assert!(e.contains("depends on zz"), "{e}");
+    assert!(e.contains("\"zz\", which is not a step"), "{e}");
     let e = graph(&spec(
         r#"  - {name: a, fail: {message: "{{ parameters.nope }}"}}"#,
     ))
     .unwrap_err();
-    assert!(e.contains("parameters.nope"), "{e}");
+    assert!(e.contains("\"nope\", which is not a parameter"), "{e}");
     let e = graph(&spec(
         r#"  - {name: a, fail: {message: "{{ steps.a.bogus }}"}}"#,
     ))
