@@ -59,6 +59,31 @@ ALLOWED_RULES = {
     ("kiln.dev", "modelpackagegroups", verb) for verb in ("get", "list", "watch")
 } | {
     ("kiln.dev", "modelpackagegroups/status", "update"),
+} | {
+    # The TuningJob controller: trials are TrainingJobs it creates and
+    # suspends; rank 0's log carries the objective's intermediate values.
+    ("kiln.dev", "tuningjobs", verb) for verb in ("get", "list", "watch", "create", "delete")
+} | {
+    ("kiln.dev", "tuningjobs/status", verb) for verb in ("get", "update")
+} | {
+    ("kiln.dev", "trainingjobs", verb) for verb in ("create", "patch")
+} | {
+    ("", "pods/log", "get"),
+} | {
+    # The Pipeline and PipelineRun controllers (tuningjobs create/delete
+    # above): runs and their status, scheduled runs, registered versions and
+    # deployed Endpoints.
+    ("kiln.dev", resource, verb) for resource in ("pipelines", "pipelineruns") for verb in ("get", "list", "watch")
+} | {
+    ("kiln.dev", "pipelineruns/status", verb) for verb in ("get", "update")
+} | {
+    ("kiln.dev", "pipelines/status", "patch"),
+} | {
+    ("kiln.dev", "pipelineruns", verb) for verb in ("create", "patch", "delete")
+} | {
+    ("kiln.dev", "modelpackages", "create"),
+} | {
+    ("kiln.dev", "endpoints", verb) for verb in ("create", "patch")
 }
 
 NAMESPACED_KINDS = {

@@ -1686,7 +1686,7 @@ kind: Pipeline
 metadata: {{name: lifecycle}}
 spec:
   parameters:
-    - {{name: min_accuracy, type: Float, default: "0.8"}}
+    - {{name: min_accuracy, type: Float, default: "0.7"}}
     - {{name: epochs, type: Integer, default: "20"}}
   steps:
     - name: train
