@@ -527,6 +527,17 @@ fn pod_spec(
     train_env.extend(spec.env.iter().cloned());
 
     let mut train_mounts = mounts.clone();
+    if spec.algorithm.name.is_none() {
+        // The training contract promises a custom image an existing
+        // /opt/ml/model (SageMaker creates it; scripts write into it without
+        // a mkdir): a subPath of the /opt/ml volume, which the kubelet
+        // creates before the container starts. Kiln's runtime creates its
+        // own as the non-root user it runs as.
+        train_mounts.push(VolumeMount {
+            sub_path: Some("model".into()),
+            ..mount("kiln-ml", MODEL_DIR, false)
+        });
+    }
     train_mounts.extend(placement.volume_mounts.iter().cloned());
     let (image, command, args) = match (&spec.algorithm.name, &spec.algorithm.image) {
         (Some(algorithm), _) => {

@@ -204,6 +204,26 @@ fn torchrun_layout_for_your_own_image() {
         train.command.as_deref(),
         Some(&["torchrun".to_string()][..])
     );
+    // /opt/ml/model exists before the image's script starts.
+    let model = train
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/opt/ml/model")
+        .expect("a model mount");
+    assert_eq!(
+        (model.name.as_str(), model.sub_path.as_deref()),
+        ("kiln-ml", Some("model"))
+    );
+    let built_in = super::children(&example("trainingjob-builtin.yaml"), 1, &settings());
+    assert!(
+        !init(&built_in.pods[0], TRAIN_CONTAINER)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == "/opt/ml/model"),
+        "the runtime makes its own"
+    );
     let limits = train.resources.as_ref().unwrap().limits.as_ref().unwrap();
     assert_eq!(limits["nvidia.com/gpu"].0, "4");
     assert_eq!(limits["memory"].0, "200Gi");
