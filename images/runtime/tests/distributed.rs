@@ -373,3 +373,43 @@ fn text_classifier_on_unequal_shards_matches_one_rank() {
         &["train:loss"],
     );
 }
+
+/// Ranks that disagree on what they sum (here k, so the k-means centers
+/// rank 0 broadcasts are 3 x 6 floats on rank 0 and 4 x 6 on rank 1: k-means
+/// reads the label column as a feature too) stop
+/// at that collective, well inside the ring's 30 s timeout, each naming
+/// what the other sent and what it expected itself.
+#[test]
+fn ranks_out_of_step_fail_at_once_naming_both_sides() {
+    let data = blobs(200, 5, 4, 17);
+    let jobs: Vec<Job> = [3, 4]
+        .iter()
+        .map(|&k| {
+            Job::new("kmeans")
+                .hp("k", k)
+                .hp("max_iter", 5)
+                .channel_file("train", "a.csv", &data)
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let children = common::spawn_ranks(&jobs);
+    let outcomes = common::wait_ranks(&jobs, children, Duration::from_secs(120));
+    let seconds = start.elapsed().as_secs_f64();
+    assert!(seconds < 20.0, "the ranks took {seconds} s to fail");
+    let (mine, theirs) = (["18", "24"], ["24", "18"]);
+    for (rank, out) in outcomes.iter().enumerate() {
+        assert_eq!(out.code, 1, "rank {rank}: {out:#?}");
+        let failure = out.failure.as_deref().unwrap_or_default();
+        let other = 1 - rank;
+        for want in [
+            format!("rank {other} sent broadcast #"),
+            format!(" of {} f32, rank {rank} expected broadcast #", theirs[rank]),
+            format!(" of {} f32", mine[rank]),
+        ] {
+            assert!(
+                failure.contains(&want),
+                "rank {rank}: {want:?} in {failure}"
+            );
+        }
+    }
+}

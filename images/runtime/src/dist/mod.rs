@@ -2,15 +2,18 @@
 //! `MASTER_ADDR:MASTER_PORT`, then a ring of TCP connections over which
 //! tensors are summed with a ring all-reduce (reduce-scatter, then
 //! all-gather), so each rank sends about `2 x size` bytes per call whatever the
-//! number of ranks. Tensors on any device go through host memory.
+//! number of ranks. Tensors on any device go through host memory. Every
+//! message carries the operation, its number, element type and count, which
+//! the receiver checks (see [`ring`]): ranks out of step fail at once,
+//! naming what each side was doing.
 
-mod ring;
+pub mod ring;
 
 use std::time::Duration;
 
 use tch::{Kind, Tensor};
 
-pub use ring::Ring;
+pub use ring::{Op, Ring};
 
 use crate::contract::ResourceConfig;
 use crate::error::{Error, Result};
@@ -120,9 +123,24 @@ impl Comm {
         })
     }
 
+    /// How long each read and write of the ring waits for a peer
+    /// (`KILN_COMM_TIMEOUT_SECONDS`, 900 s by default).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        match self.ring.as_mut() {
+            Some(ring) => ring.set_timeout(timeout),
+            None => Ok(()),
+        }
+    }
+
     /// Element-wise sums of `tensors` over all ranks, each returned with its
     /// own shape, kind and device. Float64 tensors travel as f64, the rest as f32.
     pub fn sum(&mut self, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
+        self.sum_as(tensors, Op::AllReduce)
+    }
+
+    /// [`Comm::sum`] on behalf of the collective `op`, which the ring checks
+    /// every rank is running.
+    fn sum_as(&mut self, tensors: &[&Tensor], op: Op) -> Result<Vec<Tensor>> {
         let Some(ring) = self.ring.as_mut() else {
             return Ok(tensors.iter().map(|t| t.shallow_clone()).collect());
         };
@@ -142,11 +160,11 @@ impl Comm {
         );
         let summed = if wide {
             let mut buf = Vec::<f64>::try_from(&flat)?;
-            ring.all_reduce(&mut buf)?;
+            ring.all_reduce_as(&mut buf, op)?;
             Tensor::from_slice(&buf)
         } else {
             let mut buf = Vec::<f32>::try_from(&flat)?;
-            ring.all_reduce(&mut buf)?;
+            ring.all_reduce_as(&mut buf, op)?;
             Tensor::from_slice(&buf)
         };
         let mut offset = 0;
@@ -167,9 +185,13 @@ impl Comm {
 
     /// Sums plain numbers over all ranks (counts, losses, stop flags).
     pub fn sum_f64(&mut self, values: &[f64]) -> Result<Vec<f64>> {
+        self.sum_f64_as(values, Op::AllReduce)
+    }
+
+    fn sum_f64_as(&mut self, values: &[f64], op: Op) -> Result<Vec<f64>> {
         let mut buf = values.to_vec();
         if let Some(ring) = self.ring.as_mut() {
-            ring.all_reduce(&mut buf)?;
+            ring.all_reduce_as(&mut buf, op)?;
         }
         Ok(buf)
     }
@@ -184,14 +206,14 @@ impl Comm {
         let mut lengths = vec![0.0; self.world];
         lengths[self.rank] = values.len() as f64;
         let lengths: Vec<usize> = self
-            .sum_f64(&lengths)?
+            .sum_f64_as(&lengths, Op::Gather)?
             .into_iter()
             .map(|l| l as usize)
             .collect();
         let start: usize = lengths[..self.rank].iter().sum();
         let mut all = vec![0.0; lengths.iter().sum()];
         all[start..start + values.len()].copy_from_slice(values);
-        let all = self.sum_f64(&all)?;
+        let all = self.sum_f64_as(&all, Op::Gather)?;
         let mut at = 0;
         Ok(lengths
             .iter()
@@ -221,10 +243,10 @@ impl Comm {
     /// Rank 0's tensors on every rank.
     pub fn broadcast(&mut self, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
         if self.rank == 0 || self.ring.is_none() {
-            return self.sum(tensors);
+            return self.sum_as(tensors, Op::Broadcast);
         }
         let zeros: Vec<Tensor> = tensors.iter().map(|t| t.zeros_like()).collect();
-        self.sum(&zeros.iter().collect::<Vec<_>>())
+        self.sum_as(&zeros.iter().collect::<Vec<_>>(), Op::Broadcast)
     }
 }
 

@@ -1,8 +1,17 @@
 //! The TCP ring: rendezvous through rank 0, one connection to the next rank
 //! and one from the previous, and the ring all-reduce over them.
+//!
+//! Every ring message opens with a [`Header`]: the operation, its number on
+//! this ring, the element type and the element count. The receiver checks
+//! it against what it is doing itself before reading the payload, so ranks
+//! that fall out of step (different lengths, one broadcasting while the
+//! other sums) fail at once with a message naming both sides, instead of
+//! summing the wrong bytes or waiting forever; and nothing a peer announces
+//! is allocated beyond what the receiver expects or [`MAX_TENSOR_BYTES`].
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::DistConfig;
@@ -13,12 +22,15 @@ const MAGIC: &[u8; 4] = b"KILN";
 /// Numbers the ring can sum.
 pub trait Elem: Copy + std::ops::AddAssign + Send + Sync {
     const BYTES: usize;
+    /// The [`Header`] code of the type.
+    const DTYPE: u8;
     fn put(self, out: &mut Vec<u8>);
     fn get(bytes: &[u8]) -> Self;
 }
 
 impl Elem for f32 {
     const BYTES: usize = 4;
+    const DTYPE: u8 = DTYPE_F32;
     fn put(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
     }
@@ -29,11 +41,127 @@ impl Elem for f32 {
 
 impl Elem for f64 {
     const BYTES: usize = 8;
+    const DTYPE: u8 = DTYPE_F64;
     fn put(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
     }
     fn get(b: &[u8]) -> Self {
         f64::from_le_bytes(b.try_into().expect("8 bytes"))
+    }
+}
+
+const DTYPE_F32: u8 = 1;
+const DTYPE_F64: u8 = 2;
+
+/// What a ring message is part of: the collective operations every rank
+/// runs in the same order, or a tensor sent down or up the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Op {
+    AllReduce = 1,
+    Broadcast = 2,
+    Gather = 3,
+    PipelineSend = 4,
+}
+
+/// The largest tensor a peer may announce in a pipeline send (2 GiB of
+/// float32); a larger announcement is refused before anything is
+/// allocated. Collectives need no such bound: the receiver knows its own
+/// length and refuses any other.
+pub const MAX_TENSOR_BYTES: u64 = 1 << 31;
+/// The most dimensions a pipeline tensor may have.
+const MAX_DIMS: u32 = 16;
+/// Bytes of a [`Header`] on the wire.
+pub(crate) const HEADER_BYTES: usize = 24;
+const HEADER_MAGIC: u8 = b'K';
+
+/// The 24 bytes each ring message opens with: a magic byte, the operation,
+/// the element type, a zero byte, the part (the message's index within a
+/// collective, 0 for a pipeline send), the operation's number (collectives
+/// count together from 1 on each ring; pipeline sends count per direction)
+/// and its element count (of the whole buffer for a collective), little
+/// endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub magic: u8,
+    pub op: u8,
+    pub dtype: u8,
+    pub part: u32,
+    pub seq: u64,
+    pub count: u64,
+}
+
+impl Header {
+    pub(crate) fn new(op: Op, dtype: u8, part: u32, seq: u64, count: u64) -> Self {
+        Header {
+            magic: HEADER_MAGIC,
+            op: op as u8,
+            dtype,
+            part,
+            seq,
+            count,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut b = [0u8; HEADER_BYTES];
+        b[0] = self.magic;
+        b[1] = self.op;
+        b[2] = self.dtype;
+        b[4..8].copy_from_slice(&self.part.to_le_bytes());
+        b[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        b[16..24].copy_from_slice(&self.count.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8; HEADER_BYTES]) -> Self {
+        Header {
+            magic: b[0],
+            op: b[1],
+            dtype: b[2],
+            part: u32_at(b, 4),
+            seq: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+            count: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+        }
+    }
+
+    fn op_name(&self) -> String {
+        match self.op {
+            1 => "all-reduce".into(),
+            2 => "broadcast".into(),
+            3 => "gather".into(),
+            4 => "pipeline send".into(),
+            other => format!("unknown operation {other}"),
+        }
+    }
+
+    fn dtype_name(&self) -> String {
+        match self.dtype {
+            DTYPE_F32 => "f32".into(),
+            DTYPE_F64 => "f64".into(),
+            other => format!("values of unknown type {other}"),
+        }
+    }
+
+    /// `all-reduce #57 of 12 f32`; with `part`, the message's index too.
+    fn describe(&self, part: bool) -> String {
+        if self.magic != HEADER_MAGIC {
+            return format!(
+                "bytes that are no ring message ({:02x?})",
+                &self.encode()[..8]
+            );
+        }
+        let mut s = format!(
+            "{} #{} of {} {}",
+            self.op_name(),
+            self.seq,
+            self.count,
+            self.dtype_name()
+        );
+        if part {
+            s.push_str(&format!(" (message {})", self.part + 1));
+        }
+        s
     }
 }
 
@@ -44,6 +172,86 @@ pub struct Ring {
     world: usize,
     next: TcpStream,
     prev: TcpStream,
+    /// How long a read or a write may wait for the peer.
+    timeout: Duration,
+    /// Collectives begun on this ring.
+    ops: u64,
+    /// Pipeline tensors sent and received, forward and back.
+    sent: [u64; 2],
+    received: [u64; 2],
+    /// Why the ring stopped: after a failed operation the streams are
+    /// somewhere inside a message, so every later one fails too.
+    broken: Option<String>,
+}
+
+/// `KILN_COMM_TIMEOUT_SECONDS` (default 900): how long a read or a write on
+/// the ring waits for its peer before the operation fails.
+pub fn comm_timeout() -> Result<Duration> {
+    match std::env::var("KILN_COMM_TIMEOUT_SECONDS") {
+        Err(_) => Ok(Duration::from_secs(900)),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(s) if s > 0 => Ok(Duration::from_secs(s)),
+            _ => Err(Error::Config {
+                path: "$KILN_COMM_TIMEOUT_SECONDS".into(),
+                reason: format!("{v:?} is not a whole number of seconds above 0"),
+            }),
+        },
+    }
+}
+
+/// An I/O error of the ring in words: a closed connection or a timeout
+/// says what it means for the peer.
+fn io_words(e: &std::io::Error, peer: usize, timeout: Duration) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {
+            format!("rank {peer} closed the connection (it failed or stopped): {e}")
+        }
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            format!("rank {peer} did not answer for {timeout:?} (KILN_COMM_TIMEOUT_SECONDS)")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Writes all of `out`, setting `header_out` once the header is in the
+/// kernel's hands. On failure both streams are shut down, so that the
+/// receive running beside it (and the peers) stop too.
+fn send_all(
+    stream: &TcpStream,
+    out: &[u8],
+    header_out: &AtomicBool,
+    both: [&TcpStream; 2],
+) -> std::io::Result<()> {
+    let mut at = 0;
+    let mut s = stream;
+    while at < out.len() {
+        match s.write(&out[at..]) {
+            Ok(0) => {
+                shutdown(both);
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            Ok(n) => {
+                at += n;
+                if at >= HEADER_BYTES.min(out.len()) {
+                    header_out.store(true, Ordering::Release);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                shutdown(both);
+                return Err(e);
+            }
+        }
+    }
+    header_out.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn shutdown(streams: [&TcpStream; 2]) {
+    for s in streams {
+        let _ = s.shutdown(Shutdown::Both);
+    }
 }
 
 fn dist_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -72,7 +280,7 @@ fn connect_retry(addr: &str, deadline: Instant) -> Result<TcpStream> {
     }
 }
 
-fn read_u32(s: &mut TcpStream) -> std::io::Result<u32> {
+fn read_u32(mut s: impl Read) -> std::io::Result<u32> {
     let mut b = [0u8; 4];
     s.read_exact(&mut b)?;
     Ok(u32::from_le_bytes(b))
@@ -233,7 +441,16 @@ fn join_rendezvous(
                 )
             })?;
             let nonce = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-            let mut table = vec![0u8; u32_at(&head, 8) as usize];
+            // One "host:port" line per rank: a longer table is no answer of
+            // rank 0's, and is not allocated.
+            let len = u32_at(&head, 8) as usize;
+            if len > 300 * config.world {
+                return Err(dist_err(
+                    "rendezvous table",
+                    format!("{len} bytes announced for {} ranks: refused", config.world),
+                ));
+            }
+            let mut table = vec![0u8; len];
             s.read_exact(&mut table)
                 .map_err(|e| dist_err("rendezvous table", e))?;
             let addrs: Vec<String> = String::from_utf8_lossy(&table)
@@ -306,31 +523,138 @@ impl Ring {
                 }
             }
         };
-        // A peer that dies without closing its socket must not hang us forever.
-        let idle = Duration::from_secs(
-            std::env::var("KILN_COMM_TIMEOUT_SECONDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(900),
-        );
-        prev.set_read_timeout(Some(idle))
-            .map_err(|e| dist_err("ring", e))?;
-        Ok(Ring {
+        // A peer that dies without closing its socket, or stops reading,
+        // must not hang us forever.
+        let timeout = comm_timeout()?;
+        let mut ring = Ring::from_streams(rank, world, next, prev);
+        ring.set_timeout(timeout)?;
+        Ok(ring)
+    }
+
+    /// A ring over two connected streams (the rendezvous done).
+    pub(crate) fn from_streams(
+        rank: usize,
+        world: usize,
+        next: TcpStream,
+        prev: TcpStream,
+    ) -> Self {
+        Ring {
             rank,
             world,
             next,
             prev,
-        })
+            timeout: Duration::from_secs(900),
+            ops: 0,
+            sent: [0; 2],
+            received: [0; 2],
+            broken: None,
+        }
     }
 
+    /// How long each read and write waits for a peer
+    /// (`KILN_COMM_TIMEOUT_SECONDS` when connected).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        for s in [&self.next, &self.prev] {
+            s.set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout)))
+                .map_err(|e| dist_err("ring", e))?;
+        }
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// The error of an earlier failed operation, if any.
+    fn usable(&self) -> Result<()> {
+        match &self.broken {
+            Some(why) => Err(Error::Distributed(format!(
+                "the ring failed earlier and cannot be used: {why}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the ring broken by `e`, shuts its streams down (so that the
+    /// peers fail at once instead of waiting for the timeout) and returns `e`.
+    fn fail(&mut self, e: Error) -> Error {
+        if self.broken.is_none() {
+            self.broken = Some(e.to_string());
+        }
+        shutdown([&self.next, &self.prev]);
+        e
+    }
+
+    fn prev_rank(&self) -> usize {
+        (self.rank + self.world - 1) % self.world
+    }
+
+    fn next_rank(&self) -> usize {
+        (self.rank + 1) % self.world
+    }
+
+    /// Reads a header from `from_next` (else the previous rank) and checks
+    /// it against `expected` (its count only when `count` is set); the
+    /// error names both sides.
+    fn read_header(
+        &self,
+        from_next: bool,
+        expected: &Header,
+        count: bool,
+        what: &str,
+    ) -> Result<Header> {
+        let (mut stream, peer) = if from_next {
+            (&self.next, self.next_rank())
+        } else {
+            (&self.prev, self.prev_rank())
+        };
+        let mut b = [0u8; HEADER_BYTES];
+        stream.read_exact(&mut b).map_err(|e| {
+            Error::Distributed(format!(
+                "receiving {what} from rank {peer}: {}",
+                io_words(&e, peer, self.timeout)
+            ))
+        })?;
+        let got = Header::decode(&b);
+        let same = got.magic == expected.magic
+            && got.op == expected.op
+            && got.dtype == expected.dtype
+            && got.seq == expected.seq
+            && got.part == expected.part
+            && (!count || got.count == expected.count);
+        if !same {
+            let part = got.part != expected.part;
+            let mine = if count {
+                expected.describe(part)
+            } else {
+                format!("{} #{}", Header::op_name(expected), expected.seq)
+            };
+            return Err(Error::Distributed(format!(
+                "rank {peer} sent {}, rank {} expected {mine}: the ranks are out of step (different hyperparameters, data or code on different ranks)",
+                got.describe(part),
+                self.rank
+            )));
+        }
+        Ok(got)
+    }
     /// Sums `buf` element-wise over all ranks, in place. Every rank ends
     /// with bit-identical values (each chunk is summed once, then copied).
     pub fn all_reduce<T: Elem>(&mut self, buf: &mut [T]) -> Result<()> {
-        let (w, r, n) = (self.world, self.rank, buf.len());
+        self.all_reduce_as(buf, Op::AllReduce)
+    }
+
+    /// [`Ring::all_reduce`] on behalf of the collective `op` (a broadcast
+    /// or a gather built on the sum): every rank must be running the same
+    /// `op`, with the same element type and length, as its `n`-th
+    /// collective, or the call fails naming both sides.
+    pub fn all_reduce_as<T: Elem>(&mut self, buf: &mut [T], op: Op) -> Result<()> {
+        self.usable()?;
+        self.ops += 1;
+        let (w, r, n, seq) = (self.world, self.rank, buf.len(), self.ops);
+        let header = |part: usize| Header::new(op, T::DTYPE, part as u32, seq, n as u64);
         let bounds = |i: usize| (i * n / w, (i + 1) * n / w);
         for s in 0..w - 1 {
             let (send, recv) = ((r + w - s) % w, (r + 2 * w - s - 1) % w);
-            let incoming = self.exchange(buf, bounds(send), bounds(recv))?;
+            let incoming = self.exchange(buf, bounds(send), bounds(recv), header(s))?;
             let (a, b) = bounds(recv);
             for (x, chunk) in buf[a..b].iter_mut().zip(incoming.chunks_exact(T::BYTES)) {
                 *x += T::get(chunk);
@@ -338,7 +662,7 @@ impl Ring {
         }
         for s in 0..w - 1 {
             let (send, recv) = ((r + 1 + w - s) % w, (r + w - s) % w);
-            let incoming = self.exchange(buf, bounds(send), bounds(recv))?;
+            let incoming = self.exchange(buf, bounds(send), bounds(recv), header(w - 1 + s))?;
             let (a, b) = bounds(recv);
             for (x, chunk) in buf[a..b].iter_mut().zip(incoming.chunks_exact(T::BYTES)) {
                 *x = T::get(chunk);
@@ -351,6 +675,7 @@ impl Ring {
     /// `forward` false, back to the previous one): pipeline activations and
     /// their gradients.
     pub fn send_tensor(&mut self, forward: bool, t: &tch::Tensor) -> Result<()> {
+        self.usable()?;
         let t = t
             .detach()
             .to_kind(tch::Kind::Float)
@@ -358,7 +683,17 @@ impl Ring {
             .contiguous();
         let shape = t.size();
         let values = Vec::<f32>::try_from(&t.reshape([-1])).map_err(|e| dist_err("send", e))?;
-        let mut out = Vec::with_capacity(4 + shape.len() * 8 + values.len() * 4);
+        let dir = usize::from(!forward);
+        self.sent[dir] += 1;
+        let header = Header::new(
+            Op::PipelineSend,
+            DTYPE_F32,
+            0,
+            self.sent[dir],
+            values.len() as u64,
+        );
+        let mut out = Vec::with_capacity(HEADER_BYTES + 4 + shape.len() * 8 + values.len() * 4);
+        out.extend_from_slice(&header.encode());
         out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
         for d in &shape {
             out.extend_from_slice(&d.to_le_bytes());
@@ -366,61 +701,148 @@ impl Ring {
         for v in values {
             v.put(&mut out);
         }
-        let stream = if forward {
-            &mut self.next
+        let (mut stream, peer) = if forward {
+            (&self.next, self.next_rank())
         } else {
-            &mut self.prev
+            (&self.prev, self.prev_rank())
         };
-        stream
-            .write_all(&out)
-            .map_err(|e| dist_err("sending a pipeline tensor", e))
+        if let Err(e) = stream.write_all(&out) {
+            let e = Error::Distributed(format!(
+                "sending pipeline send #{} to rank {peer}: {}",
+                self.sent[dir],
+                io_words(&e, peer, self.timeout)
+            ));
+            return Err(self.fail(e));
+        }
+        Ok(())
     }
 
     /// Receives a tensor sent by [`Ring::send_tensor`] from the previous rank
-    /// (`forward`) or the next one.
+    /// (`forward`) or the next one. A header or shape that announces more
+    /// than [`MAX_TENSOR_BYTES`], or a shape that does not hold the
+    /// announced count, is refused before anything is allocated.
     pub fn recv_tensor(&mut self, forward: bool) -> Result<tch::Tensor> {
-        let stream = if forward {
-            &mut self.prev
+        self.usable()?;
+        let dir = usize::from(!forward);
+        self.received[dir] += 1;
+        match self.recv_tensor_checked(forward, self.received[dir]) {
+            Ok(t) => Ok(t),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn recv_tensor_checked(&self, forward: bool, seq: u64) -> Result<tch::Tensor> {
+        let what = format!("pipeline send #{seq}");
+        let expected = Header::new(Op::PipelineSend, DTYPE_F32, 0, seq, 0);
+        let header = self.read_header(!forward, &expected, false, &what)?;
+        let (mut stream, peer) = if forward {
+            (&self.prev, self.prev_rank())
         } else {
-            &mut self.next
+            (&self.next, self.next_rank())
         };
-        let err = |e: std::io::Error| dist_err("receiving a pipeline tensor", e);
-        let dims = read_u32(stream).map_err(err)? as usize;
-        let mut shape = Vec::with_capacity(dims);
+        let refuse = |why: String| {
+            Error::Distributed(format!(
+                "rank {peer} announced {}: {why}; refused",
+                header.describe(false)
+            ))
+        };
+        let count = header.count;
+        if count.saturating_mul(4) > MAX_TENSOR_BYTES {
+            return Err(refuse(format!(
+                "{} bytes, more than the {MAX_TENSOR_BYTES}-byte limit of a pipeline tensor",
+                count.saturating_mul(4)
+            )));
+        }
+        let io = |e: std::io::Error| {
+            Error::Distributed(format!(
+                "receiving {what} from rank {peer}: {}",
+                io_words(&e, peer, self.timeout)
+            ))
+        };
+        let dims = read_u32(stream).map_err(io)?;
+        if dims > MAX_DIMS {
+            return Err(refuse(format!(
+                "a shape of {dims} dimensions (at most {MAX_DIMS})"
+            )));
+        }
+        let mut shape = Vec::with_capacity(dims as usize);
         for _ in 0..dims {
             let mut b = [0u8; 8];
-            stream.read_exact(&mut b).map_err(err)?;
+            stream.read_exact(&mut b).map_err(io)?;
             shape.push(i64::from_le_bytes(b));
         }
-        let count: i64 = shape.iter().product();
-        let mut bytes = vec![0u8; count.max(0) as usize * 4];
-        stream.read_exact(&mut bytes).map_err(err)?;
+        let product = shape.iter().try_fold(1u64, |p, &d| {
+            u64::try_from(d).ok().and_then(|d| p.checked_mul(d))
+        });
+        if product != Some(count) {
+            return Err(refuse(format!(
+                "a shape {shape:?} that does not hold {count} values"
+            )));
+        }
+        let mut bytes = vec![0u8; count as usize * 4];
+        stream.read_exact(&mut bytes).map_err(io)?;
         let values: Vec<f32> = bytes.chunks_exact(4).map(f32::get).collect();
         Ok(tch::Tensor::from_slice(&values).view(shape.as_slice()))
     }
 
-    /// Sends `buf[send]` to the next rank while receiving the previous
-    /// rank's chunk of the size of `recv` (both at once, so neither blocks).
+    /// Sends `buf[send]` to the next rank under `header` while receiving
+    /// the previous rank's chunk of the size of `recv` (both at once, so
+    /// neither blocks), after checking that the previous rank's header is
+    /// `header` too. On any failure the ring is broken: both streams are
+    /// shut down, which also ends the send running beside the receive.
     fn exchange<T: Elem>(
         &mut self,
         buf: &[T],
         send: (usize, usize),
         recv: (usize, usize),
+        header: Header,
     ) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity((send.1 - send.0) * T::BYTES);
+        let mut out = Vec::with_capacity(HEADER_BYTES + (send.1 - send.0) * T::BYTES);
+        out.extend_from_slice(&header.encode());
         for &x in &buf[send.0..send.1] {
             x.put(&mut out);
         }
         let mut incoming = vec![0u8; (recv.1 - recv.0) * T::BYTES];
-        let next = &mut self.next;
-        let prev = &mut self.prev;
-        std::thread::scope(|scope| {
-            let sender = scope.spawn(move || next.write_all(&out));
-            let received = prev.read_exact(&mut incoming);
+        let what = header.describe(false);
+        let (prev_rank, next_rank) = (self.prev_rank(), self.next_rank());
+        let header_out = AtomicBool::new(false);
+        let this = &*self;
+        let (next, prev) = (&this.next, &this.prev);
+        let result = std::thread::scope(|scope| {
+            let sender = scope.spawn(|| send_all(next, &out, &header_out, [next, prev]));
+            let received = this.read_header(false, &header, true, &what).and_then(|_| {
+                let mut p = prev;
+                p.read_exact(&mut incoming).map_err(|e| {
+                    Error::Distributed(format!(
+                        "receiving {what} from rank {prev_rank}: {}",
+                        io_words(&e, prev_rank, this.timeout)
+                    ))
+                })
+            });
+            if received.is_err() {
+                // Let our own header reach the next rank first, so that it
+                // too can say what each side was doing; then stop the send.
+                let wait = Instant::now();
+                while !header_out.load(Ordering::Acquire)
+                    && !sender.is_finished()
+                    && wait.elapsed() < Duration::from_secs(2)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                shutdown([next, prev]);
+            }
             let sent = sender.join().expect("sender thread");
-            sent.map_err(|e| dist_err("sending to the next rank", e))?;
-            received.map_err(|e| dist_err("receiving from the previous rank", e))
-        })?;
-        Ok(incoming)
+            received?;
+            sent.map_err(|e| {
+                Error::Distributed(format!(
+                    "sending {what} to rank {next_rank}: {}",
+                    io_words(&e, next_rank, this.timeout)
+                ))
+            })
+        });
+        match result {
+            Ok(()) => Ok(incoming),
+            Err(e) => Err(self.fail(e)),
+        }
     }
 }
