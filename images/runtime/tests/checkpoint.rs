@@ -127,6 +127,38 @@ fn kmeans_resumes_from_step_checkpoints() {
     assert!(max_diff(&reference.model(), &resumed.model()) < 1e-5);
 }
 
+/// A k-means checkpoint whose centers do not fit this run (the channel has
+/// a column more, with as many rows: the settings the checkpoint records
+/// all match) is refused with both shapes, instead of resuming on them.
+#[test]
+fn kmeans_refuses_checkpoint_centers_of_another_shape() {
+    let three: String = blobs(200, 2, 3, 8);
+    let four: String = blobs(200, 3, 3, 8);
+    let make = |data: &str| {
+        Job::new("kmeans")
+            .hp("k", 3)
+            .hp("max_iter", 2)
+            .hp("tol", 0)
+            .hp("checkpoint_every_steps", 1)
+            .channel_file("train", "a.csv", data)
+    };
+    let first = make(&three);
+    first.run().assert_ok();
+    let second = Job {
+        hyper: make(&four).hp("max_iter", 4).hyper,
+        ..first
+    };
+    std::fs::write(second.root().join("input/data/train/a.csv"), &four).unwrap();
+    let out = second.run();
+    assert_eq!(out.code, 1, "{out:#?}");
+    let failure = out.failure.unwrap_or_default();
+    assert!(
+        failure.contains("the checkpoint of iteration 2 holds centers of shape [3, 3]; this run needs [3, 4] (k = 3 centers of 4 features)"),
+        "{failure}"
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
 /// The steps of rank `rank`'s checkpoints in `job`'s folder, oldest first.
 fn checkpoint_steps(job: &Job, rank: usize) -> Vec<u64> {
     let prefix = format!("ckpt-r{rank}-");

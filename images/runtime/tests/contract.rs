@@ -85,6 +85,15 @@ fn bad_hyperparameters_fail_with_their_name() {
         2,
         "hyperparameter k: required but not set",
     );
+    // The initialization picks k centers among init_sample rows.
+    assert_fails(
+        &Job::new("kmeans")
+            .hp("k", 5)
+            .hp("init_sample", 3)
+            .channel_file("train", "a.csv", &data),
+        2,
+        "hyperparameter init_sample: init_sample 3 is below k = 5",
+    );
     assert_fails(
         &Job::new("xgboost").channel_file("train", "a.csv", &data),
         2,
@@ -259,4 +268,21 @@ fn bad_image_channels_fail_clearly() {
         2,
         "hyperparameter num_classes: 1, but the train channel has 2 class folders (bright, dark)",
     );
+}
+
+/// k-means on 10 rows with init_sample 7 takes every second row (5) by its
+/// spacing rule, fewer than k = 6: it takes rows closer together instead of
+/// making fewer centers than k.
+#[test]
+fn kmeans_samples_at_least_k_rows() {
+    let data: String = (0..10).map(|i| format!("{i},{}\n", i * i)).collect();
+    for init in ["kmeans++", "random"] {
+        let job = Job::new("kmeans")
+            .hp("k", 6)
+            .hp("init", init)
+            .hp("init_sample", 7)
+            .channel_file("train", "a.csv", &data);
+        job.run().assert_ok();
+        assert_eq!(job.model()["centers"].size(), [6, 2], "init {init}");
+    }
 }

@@ -413,3 +413,63 @@ fn ranks_out_of_step_fail_at_once_naming_both_sides() {
         }
     }
 }
+
+/// A k-means center left without rows takes the row farthest from its
+/// center, on any number of ranks. 97 rows at (0, 0) and one at each of
+/// (10, 0), (0, 10), (10, 10): random initialization takes some of the 97
+/// twice, and ties go to the lower center, so the copies get no rows.
+/// Relocated, the 4 centers end on the 4 points (inertia 0); left where
+/// they were, a point would stay with another's center.
+#[test]
+fn kmeans_moves_empty_clusters_to_the_farthest_rows() {
+    let mut data = "0,0\n".repeat(97);
+    data.push_str("10,0\n0,10\n10,10\n");
+    let make = || {
+        Job::new("kmeans")
+            .hp("k", 4)
+            .hp("init", "random")
+            .hp("max_iter", 10)
+            .channel_file("train", "a.csv", &data)
+    };
+    let mut models = Vec::new();
+    for world in [1, 2] {
+        let (jobs, outs) = run_ranks_with_output(world, &make);
+        assert!(
+            outs[0]
+                .stderr
+                .contains("empty clusters moved to the rows farthest from their centers"),
+            "{world} ranks: {}",
+            outs[0].stderr
+        );
+        // 0 up to float32 rounding; a point left with another's center
+        // would add at least 50.
+        let inertia = outs[0].metric("train:inertia");
+        assert!(inertia < 1e-4, "{world} ranks: inertia {inertia}");
+        let model = jobs[0].model();
+        let centers: Vec<Vec<f32>> = Vec::<f32>::try_from(model["centers"].reshape([-1]))
+            .unwrap()
+            .chunks(2)
+            .map(<[f32]>::to_vec)
+            .collect();
+        // Rounded to whole numbers, the centers are the 4 points.
+        let mut rounded: Vec<[i32; 2]> = centers
+            .iter()
+            .map(|c| {
+                assert!(
+                    c.iter().all(|v| (v - v.round()).abs() < 1e-4),
+                    "{centers:?}"
+                );
+                [c[0].round() as i32, c[1].round() as i32]
+            })
+            .collect();
+        rounded.sort();
+        assert_eq!(
+            rounded,
+            [[0, 0], [0, 10], [10, 0], [10, 10]],
+            "{world} ranks: {centers:?}"
+        );
+        models.push(model);
+    }
+    let diff = max_diff(&models[0], &models[1]);
+    assert!(diff < 1e-5, "1 and 2 ranks differ by {diff}");
+}

@@ -619,3 +619,147 @@ fn a_bad_model_folder_fails_at_start_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no model.json"));
 }
+
+/// `rows` rows of 8 features around 3 centers (the label), all offset by
+/// `offset`, as float32 values and as CSV (label first) that reads back to
+/// the same values.
+fn offset_rows(rows: usize, offset: f64, seed: u64) -> (Vec<(i64, Vec<f32>)>, String) {
+    let mut rng = kiln_runtime::sgd::SplitMix(seed);
+    let mut uniform = || rng.next_u64() as f64 / u64::MAX as f64 * 2.0 - 1.0;
+    let centers: Vec<Vec<f64>> = (0..3)
+        .map(|c| (0..8).map(|f| if f % 3 == c { 1.5 } else { 0.0 }).collect())
+        .collect();
+    let mut out = Vec::new();
+    let mut text = String::new();
+    for i in 0..rows {
+        let label = (i % 3) as i64;
+        let x: Vec<f32> = centers[label as usize]
+            .iter()
+            .map(|c| (offset + c + uniform() + uniform()) as f32)
+            .collect();
+        text.push_str(&label.to_string());
+        for v in &x {
+            text.push_str(&format!(",{v}"));
+        }
+        text.push('\n');
+        out.push((label, x));
+    }
+    (out, text)
+}
+
+fn sq_dist(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) - f64::from(*y))
+        .map(|v| v * v)
+        .sum()
+}
+
+/// kNN and k-means models trained on features offset by 1e3 to 1e5 answer
+/// as exact float64 distances between the float32 values do, as they do
+/// around 0: kNN's float32 distance shortcut runs on rows and queries less
+/// the training mean (taken again when the model is loaded), k-means'
+/// training on rows less their mean. Queries whose k-th and (k+1)-th
+/// nearest rows are at exactly equal distances may take either, and are
+/// counted apart.
+#[test]
+fn models_of_offset_features_answer_by_exact_distances() {
+    use kiln_runtime::serve::model::Model;
+    use kiln_runtime::serve::predictions::Input;
+    let k = 5;
+    for offset in [0.0, 1e3, 1e4, 1e5] {
+        let (train_rows, train_csv) = offset_rows(1500, offset, 1);
+        let (queries, _) = offset_rows(300, offset, 2);
+        let input = Input::Rows {
+            values: queries.iter().flat_map(|(_, x)| x.clone()).collect(),
+            features: 8,
+        };
+
+        let knn = Job::new("knn")
+            .hp("k", k)
+            .hp("predictor_type", "classifier")
+            .hp("num_classes", 3)
+            .channel_file("train", "a.csv", &train_csv);
+        knn.run().assert_ok();
+        let saved = knn.model();
+        let points = Vec::<f32>::try_from(saved["points"].reshape([-1])).unwrap();
+        let labels = Vec::<f32>::try_from(&saved["labels"]).unwrap();
+        let served = Model::load(&knn.root().join("model"), tch::Device::Cpu).unwrap();
+        let got = served.predict(&input).labels;
+        let (mut wrong, mut ties) = (0, 0);
+        for (qi, (_, q)) in queries.iter().enumerate() {
+            let mut all: Vec<(f64, usize)> = points
+                .chunks_exact(8)
+                .enumerate()
+                .map(|(i, p)| (sq_dist(q, p), i))
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            if all[k - 1].0 == all[k].0 {
+                ties += 1;
+                continue;
+            }
+            let mut votes = [0; 3];
+            for &(_, i) in &all[..k] {
+                votes[labels[i] as usize] += 1;
+            }
+            let top = *votes.iter().max().unwrap();
+            let want = votes.iter().position(|&v| v == top).unwrap() as i64;
+            if got[qi] != want {
+                wrong += 1;
+            }
+        }
+        eprintln!(
+            "offset {offset:e}: knn predictions unlike exact distances': {wrong} of {} ({ties} queries at exact ties left out)",
+            queries.len()
+        );
+        assert_eq!(wrong, 0, "offset {offset}");
+        assert!(ties < queries.len() / 10, "offset {offset}: {ties} ties");
+
+        let kmeans = Job::new("kmeans")
+            .hp("k", 3)
+            .hp("max_iter", 20)
+            .channel_file("train", "a.csv", &train_csv);
+        let out = kmeans.run();
+        out.assert_ok();
+        let centers = Vec::<f32>::try_from(kmeans.model()["centers"].reshape([-1])).unwrap();
+        // k-means reads the label column as a feature too.
+        let with_label = |label: i64, x: &[f32]| -> Vec<f32> {
+            std::iter::once(label as f32)
+                .chain(x.iter().copied())
+                .collect()
+        };
+        let input = Input::Rows {
+            values: queries
+                .iter()
+                .flat_map(|(l, x)| with_label(*l, x))
+                .collect(),
+            features: 9,
+        };
+        let served = Model::load(&kmeans.root().join("model"), tch::Device::Cpu).unwrap();
+        let got = served.predict(&input).labels;
+        let nearest = |x: &[f32]| {
+            (0..3)
+                .map(|c| (sq_dist(x, &centers[c * 9..(c + 1) * 9]), c))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .unwrap()
+        };
+        let wrong = queries
+            .iter()
+            .zip(&got)
+            .filter(|((l, x), g)| nearest(&with_label(*l, x)).1 as i64 != **g)
+            .count();
+        let exact: f64 = train_rows
+            .iter()
+            .map(|(l, x)| nearest(&with_label(*l, x)).0)
+            .sum();
+        let inertia = out.metric("train:inertia");
+        eprintln!(
+            "offset {offset:e}: kmeans train:inertia {inertia:.6e}, exact {exact:.6e}; {wrong} served clusters unlike exact distances'"
+        );
+        assert_eq!(wrong, 0, "offset {offset}");
+        assert!(
+            (inertia - exact).abs() < 1e-4 * exact,
+            "offset {offset}: train:inertia {inertia}, exact {exact}"
+        );
+    }
+}

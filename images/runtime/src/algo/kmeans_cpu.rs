@@ -24,16 +24,36 @@ struct Acc {
     sums: Vec<f64>,
     counts: Vec<f64>,
     inertia: f64,
+    /// The nearest center of each row, in row order, when asked for.
+    labels: Vec<u32>,
 }
 
 /// Sums `[k, d]`, counts `[k]` and inertia of rows `x` (`n x d`) against
 /// `centers` (`k x d`).
+///
+/// Distances are `|x|^2 - 2 x.c + |c|^2` in float32, whose rounding is
+/// relative to `|x|^2`: rows and centers must be centered (k-means passes
+/// them less the training mean), or rows far from the origin compared
+/// with their distances to the centers are assigned by rounding noise
+/// (4% of the rows at an offset of 1e3, 80% at 1e4 in k-means' tests).
 pub fn assign_stats(
     x: &[f32],
     d: usize,
     centers: &[f32],
     threads: usize,
 ) -> (Vec<f64>, Vec<f64>, f64) {
+    let total = assign(x, d, centers, threads, false);
+    (total.sums, total.counts, total.inertia)
+}
+
+/// The nearest center of each row of `x`, as [`assign_stats`] assigns it
+/// (the same kernels, ties to the lower index).
+pub fn nearest_centers(x: &[f32], d: usize, centers: &[f32], threads: usize) -> Vec<u32> {
+    assign(x, d, centers, threads, true).labels
+}
+
+/// [`assign_stats`], with each row's nearest center when `labels`.
+fn assign(x: &[f32], d: usize, centers: &[f32], threads: usize, labels: bool) -> Acc {
     let k = centers.len() / d;
     let (ct, c_sq) = transpose_centers(centers, d);
     let n = x.len() / d.max(1);
@@ -44,19 +64,29 @@ pub fn assign_stats(
     let chunk = (n / (threads.max(1) * 16)).clamp(1024, 32 * 1024);
     let pairs = wide_pairs(&ct, d);
     let parts = par::map_chunks(n, chunk, threads, |rows| {
-        assign_range(&x[rows.start * d..rows.end * d], d, k, &ct, &c_sq, &pairs)
+        assign_range(
+            &x[rows.start * d..rows.end * d],
+            d,
+            k,
+            &ct,
+            &c_sq,
+            &pairs,
+            labels,
+        )
     });
     let mut total = Acc {
         sums: vec![0.0; k * d],
         counts: vec![0.0; k],
         inertia: 0.0,
+        labels: Vec::with_capacity(if labels { n } else { 0 }),
     };
     for p in parts {
         par::add_into(&mut total.sums, &p.sums);
         par::add_into(&mut total.counts, &p.counts);
         total.inertia += p.inertia;
+        total.labels.extend_from_slice(&p.labels);
     }
-    (total.sums, total.counts, total.inertia)
+    total
 }
 
 /// The `k x d` centers transposed per group of 8, `ct[g][j * 8 + lane]`,
@@ -98,32 +128,41 @@ fn wide_pairs(ct: &[f32], d: usize) -> Vec<Line> {
 }
 
 /// The step over rows `x` with the widest kernel this CPU has; `pairs` is
-/// [`wide_pairs`].
-fn assign_range(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32], pairs: &[Line]) -> Acc {
+/// [`wide_pairs`]; `labels`: also each row's nearest center.
+fn assign_range(
+    x: &[f32],
+    d: usize,
+    k: usize,
+    ct: &[f32],
+    c_sq: &[f32],
+    pairs: &[Line],
+    labels: bool,
+) -> Acc {
     #[cfg(target_arch = "x86_64")]
     if wide() {
         // SAFETY: the features the function is compiled for are present.
-        return unsafe { assign_range_avx512(x, d, k, lines_as_floats(pairs), c_sq) };
+        return unsafe { assign_range_avx512(x, d, k, lines_as_floats(pairs), c_sq, labels) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the features the function is compiled for are present.
-        return unsafe { assign_range_avx2(x, d, k, ct, c_sq) };
+        return unsafe { assign_range_avx2(x, d, k, ct, c_sq, labels) };
     }
     // Every aarch64 CPU has fused multiply-add; elsewhere it may be a
     // library call.
-    assign_range_any::<{ cfg!(target_arch = "aarch64") }>(x, d, k, ct, c_sq)
+    assign_range_any::<{ cfg!(target_arch = "aarch64") }>(x, d, k, ct, c_sq, labels)
 }
 
 /// [`assign_range_any`] compiled for 256-bit vectors with fused
 /// multiply-add.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn assign_range_avx2(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32]) -> Acc {
+fn assign_range_avx2(x: &[f32], d: usize, k: usize, ct: &[f32], c_sq: &[f32], labels: bool) -> Acc {
     assign_range_with(
         x,
         d,
         k,
+        labels,
         |rows: &[f32]| nearest_avx2::<TILE>(rows, d, ct, c_sq),
         |row| nearest::<1, true>(row, d, ct, c_sq),
     )
@@ -220,7 +259,14 @@ const TILE512: usize = 8;
 /// `|x|^2` and the distances are summed in f64 vectors, once per tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32]) -> Acc {
+fn assign_range_avx512(
+    x: &[f32],
+    d: usize,
+    k: usize,
+    pairs: &[f32],
+    c_sq: &[f32],
+    labels: bool,
+) -> Acc {
     use std::arch::x86_64::{
         __m512, __m512d, __m512i, _mm256_castpd_ps, _mm512_add_pd, _mm512_castps_pd,
         _mm512_castps512_ps256, _mm512_cvtps_pd, _mm512_extractf64x4_pd, _mm512_maskz_compress_ps,
@@ -248,6 +294,7 @@ fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32
     let block = lines_as_floats_mut(&mut lines);
     let mut counts = vec![0u64; 2 * k];
     let mut sums = vec![0f64; k * d];
+    let mut nearest = Vec::with_capacity(if labels { x.len() / d.max(1) } else { 0 });
     // f64 partial sums of |x|^2 and of the distances |c|^2 - 2 x.c.
     let mut inertia: [__m512d; 2] = [_mm512_setzero_pd(); 2];
     let nothing = (std::ptr::null(), 0);
@@ -277,6 +324,9 @@ fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32
                 &shape,
             )
         };
+        if labels {
+            nearest.extend((0..used).map(|r| idx[TILE_LANE[r]].min(k as u32 - 1)));
+        }
         let picked = (0..used).fold(0u16, |m, r| m | (1 << TILE_LANE[r]));
         let dist = _mm512_castps512_ps256(_mm512_maskz_compress_ps(picked, best.0));
         let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(sq)));
@@ -317,6 +367,7 @@ fn assign_range_avx512(x: &[f32], d: usize, k: usize, pairs: &[f32], c_sq: &[f32
         sums,
         counts: (0..k).map(|c| (counts[c] + counts[k + c]) as f64).collect(),
         inertia: _mm512_reduce_add_pd(_mm512_add_pd(inertia[0], inertia[1])),
+        labels: nearest,
     }
 }
 
@@ -776,12 +827,14 @@ fn assign_range_any<const FMA: bool>(
     k: usize,
     ct: &[f32],
     c_sq: &[f32],
+    labels: bool,
 ) -> Acc {
     debug_assert_eq!(ct.len(), c_sq.len() * d);
     assign_range_with(
         x,
         d,
         k,
+        labels,
         |rows| nearest::<TILE, FMA>(rows, d, ct, c_sq),
         |row| nearest::<1, FMA>(row, d, ct, c_sq),
     )
@@ -794,6 +847,7 @@ fn assign_range_with(
     x: &[f32],
     d: usize,
     k: usize,
+    labels: bool,
     tile: impl Fn(&[f32]) -> [(usize, f32); TILE],
     one: impl Fn(&[f32]) -> [(usize, f32); 1],
 ) -> Acc {
@@ -801,6 +855,7 @@ fn assign_range_with(
         sums: vec![0.0; k * d],
         counts: vec![0.0; k],
         inertia: 0.0,
+        labels: Vec::with_capacity(if labels { x.len() / d.max(1) } else { 0 }),
     };
     let mut block = vec![0f32; k * d];
     #[cfg(target_arch = "x86_64")]
@@ -811,12 +866,18 @@ fn assign_range_with(
             #[cfg(target_arch = "x86_64")]
             prefetch_ahead(rows, end);
             let best = tile(rows);
+            if labels {
+                acc.labels.extend(best.iter().map(|&(c, _)| c as u32));
+            }
             for (row, (c, dist)) in rows.chunks_exact(d).zip(best) {
                 add_row(&mut acc, &mut block, row, d, c, dist);
             }
         }
         for row in tiles.remainder().chunks_exact(d) {
             let [(c, dist)] = one(row);
+            if labels {
+                acc.labels.push(c as u32);
+            }
             add_row(&mut acc, &mut block, row, d, c, dist);
         }
         for (s, b) in acc.sums.iter_mut().zip(block.iter_mut()) {
@@ -991,6 +1052,28 @@ mod tests {
     }
 
     #[test]
+    fn nearest_centers_are_the_rows_of_the_step_in_order() {
+        // Runs of rows over 3 threads, a partial last tile: the labels come
+        // back in row order and count what the step counts.
+        let (n, d, k) = (5 * 1024 + 13, 7, 11);
+        let x = noise(n * d, 41);
+        let centers = noise(k * d, 42);
+        let labels = nearest_centers(&x, d, &centers, 3);
+        let (_, counts, _) = assign_stats(&x, d, &centers, 3);
+        let mut from_labels = vec![0.0; k];
+        for &l in &labels {
+            from_labels[l as usize] += 1.0;
+        }
+        assert_eq!(labels.len(), n);
+        assert_eq!(from_labels, counts);
+        // Each row alone gets the label it got among the others.
+        for i in (0..n).step_by(97) {
+            let one = nearest_centers(&x[i * d..(i + 1) * d], d, &centers, 1);
+            assert_eq!(one, [labels[i]], "row {i}");
+        }
+    }
+
+    #[test]
     fn threads_taking_runs_as_they_come_give_identical_sums() {
         // 21 runs of 1024 rows over 3 threads: which thread takes which run
         // varies from call to call, the sums must not.
@@ -1010,9 +1093,16 @@ mod tests {
         let x = noise(n * d, 4);
         let centers = noise(k * d, 5);
         let (ct, c_sq) = transpose_centers(&centers, d);
-        let plain = assign_range_any::<false>(&x, d, k, &ct, &c_sq);
-        let fused = assign_range_any::<true>(&x, d, k, &ct, &c_sq);
+        let plain = assign_range_any::<false>(&x, d, k, &ct, &c_sq, true);
+        let fused = assign_range_any::<true>(&x, d, k, &ct, &c_sq, true);
         assert_eq!(plain.counts, fused.counts);
+        assert_eq!(plain.labels, fused.labels);
+        assert_eq!(plain.labels.len(), n);
+        let mut counts = vec![0.0; k];
+        for &l in &plain.labels {
+            counts[l as usize] += 1.0;
+        }
+        assert_eq!(counts, plain.counts);
         assert_eq!(plain.counts.iter().sum::<f64>(), n as f64);
         assert!((plain.inertia - fused.inertia).abs() < 1e-4 * plain.inertia);
     }
@@ -1051,11 +1141,13 @@ mod tests {
             // SAFETY: both feature sets were detected above.
             let (narrow, wide) = unsafe {
                 (
-                    assign_range_avx2(&x, d, k, &ct, &c_sq),
-                    assign_range_avx512(&x, d, k, lines_as_floats(&pairs), &c_sq),
+                    assign_range_avx2(&x, d, k, &ct, &c_sq, true),
+                    assign_range_avx512(&x, d, k, lines_as_floats(&pairs), &c_sq, true),
                 )
             };
             assert_eq!(narrow.counts, wide.counts, "d {d} k {k}");
+            assert_eq!(narrow.labels, wide.labels, "d {d} k {k}");
+            assert_eq!(wide.labels.len(), n, "d {d} k {k}");
             assert!(
                 narrow
                     .sums
@@ -1087,13 +1179,13 @@ mod tests {
             centers[copy * d..(copy + 1) * d].copy_from_slice(&src);
         }
         let (ct, c_sq) = transpose_centers(&centers, d);
-        let plain = assign_range_any::<false>(&x, d, k, &ct, &c_sq);
+        let plain = assign_range_any::<false>(&x, d, k, &ct, &c_sq, false);
         for (copy, of) in [(5, 1), (9, 3), (12, 6)] {
             assert_eq!(plain.counts[copy], 0.0, "center {copy}");
             assert!(plain.counts[of] > 0.0, "center {of}");
         }
         // The widest kernel this CPU has.
-        let dispatched = assign_range(&x, d, k, &ct, &c_sq, &wide_pairs(&ct, d));
+        let dispatched = assign_range(&x, d, k, &ct, &c_sq, &wide_pairs(&ct, d), false);
         assert_eq!(dispatched.counts, plain.counts);
     }
 

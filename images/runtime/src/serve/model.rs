@@ -65,8 +65,9 @@ enum Plain {
 enum Predictor {
     Plain(Plain),
     Knn {
-        points: Tensor,
-        labels: Tensor,
+        /// The training rows less their mean (taken when the model loads):
+        /// see [`knn::Neighbours`].
+        rows: knn::Neighbours,
         k: i64,
         task: Task,
     },
@@ -213,8 +214,10 @@ impl Model {
                     _ => (Shape::Label, 0),
                 };
                 let p = Predictor::Knn {
-                    points: points.to_kind(Kind::Float).to_device(device),
-                    labels: labels.to_device(device),
+                    rows: knn::Neighbours::new(
+                        &points.to_kind(Kind::Float).to_device(device),
+                        &labels.to_device(device),
+                    ),
                     k,
                     task: t,
                 };
@@ -310,16 +313,14 @@ impl Model {
             (Predictor::Plain(p), Input::Rows { values, .. }) => p.predict_into(&mut out, values),
             (
                 Predictor::Knn {
-                    points,
-                    labels,
+                    rows: model,
                     k,
                     task,
                 },
                 Input::Rows { values, features },
             ) => {
                 let q = Tensor::from_slice(values).view([rows as i64, *features as i64]);
-                let pred =
-                    floats(&knn::predict(points, labels, &q, *k, *task, 1024)).unwrap_or_default();
+                let pred = floats(&model.predict(&q, *k, *task, 1024)).unwrap_or_default();
                 match task {
                     Task::Regressor => out.values = pred,
                     _ => out.labels = pred.iter().map(|&l| l as i64).collect(),
