@@ -150,7 +150,9 @@ cluster-images: cluster-up ## build the e2e, PyTorch and Kiln images and load th
 	e2e/images.sh load
 
 test-e2e: cluster-images ## the e2e suite against the local cluster (logs in .out/cluster-logs when it fails)
-	$(CARGO) test --locked -p kiln-e2e --test cluster --test kiln -- --ignored --test-threads=4 \
+	$(CARGO) build --locked -q -p kubectl-kiln
+	KILN_KUBECTL_KILN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/kubectl-kiln" \
+	  $(CARGO) test --locked -p kiln-e2e --test cluster --test kiln -- --ignored --test-threads=4 \
 	  || { e2e/cluster.sh export-logs .out/cluster-logs; exit 1; }
 
 test-e2e-scale: ## scale tests on kwok's fake GPU nodes (switches kwok on)

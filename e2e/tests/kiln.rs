@@ -1954,6 +1954,34 @@ spec:
             "pipeline: run again reused {}'s train step",
             train["cacheHitRun"]
         );
+
+        // `kubectl kiln graph` shows the good run's steps, states and branches.
+        let plugin = std::env::var("KILN_KUBECTL_KILN")
+            .context("KILN_KUBECTL_KILN names the kubectl-kiln binary (make test-e2e builds it)")?;
+        let out = Command::new(&plugin)
+            .args(["graph", "lifecycle", "good", "-n", &ns.name, "--kubeconfig"])
+            .arg(&ns.cluster.kubeconfig)
+            .output()?;
+        let graph = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "kubectl kiln graph failed: {graph}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("pipeline: kubectl kiln graph lifecycle good\n{graph}");
+        for line in [
+            "RUN good (Succeeded)",
+            "[1] train",
+            "TrainingJob good-train",
+            "[2] good-enough",
+            "is true",
+            "[3] register",
+            "[3] reject",
+            "[4] deploy",
+            "good-enough -> reject (else)",
+        ] {
+            ensure!(graph.contains(line), "the graph lacks {line:?}:\n{graph}");
+        }
         Ok(())
     })
     .await;
