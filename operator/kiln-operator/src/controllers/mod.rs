@@ -234,6 +234,11 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         ctx.metrics.clone(),
         shutdown.clone(),
     ));
+    let step_gauges = tokio::spawn(count_steps(
+        runs.store(),
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    ));
     let runs = runs
         .graceful_shutdown_on(stop())
         .run(
@@ -405,7 +410,13 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) -> anyhow::Result<()
         .for_each(log_outcome);
 
     futures::join!(jobs, tuning, pipelines, runs, endpoints, packages, groups);
-    for g in [gauges, tuning_gauges, run_gauges, package_gauges] {
+    for g in [
+        gauges,
+        tuning_gauges,
+        run_gauges,
+        step_gauges,
+        package_gauges,
+    ] {
         g.abort();
     }
     Ok(())
@@ -472,6 +483,53 @@ async fn log_outcome<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T,
     }
 }
 
+/// The steps of `runs` by state, every state included: the `objects`
+/// gauge's `PipelineRunStep` kind.
+fn step_counts(
+    runs: &[std::sync::Arc<PipelineRun>],
+) -> std::collections::BTreeMap<&'static str, i64> {
+    use kiln_api::pipeline_run::StepState;
+    let mut counts: std::collections::BTreeMap<&'static str, i64> =
+        ["Pending", "Executing", "Succeeded", "Failed", "Skipped"]
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect();
+    for run in runs {
+        for step in run.status.iter().flat_map(|s| &s.steps) {
+            let state = match step.state {
+                None | Some(StepState::Pending) => "Pending",
+                Some(StepState::Executing) => "Executing",
+                Some(StepState::Succeeded) => "Succeeded",
+                Some(StepState::Failed) => "Failed",
+                Some(StepState::Skipped) => "Skipped",
+            };
+            *counts.entry(state).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Keeps the `PipelineRunStep` counts of the `objects` gauge in step with
+/// the PipelineRun controller's cache.
+async fn count_steps(
+    store: kube::runtime::reflector::Store<PipelineRun>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        for (state, n) in step_counts(&store.state()) {
+            metrics
+                .jobs
+                .with_label_values(&["PipelineRunStep", state])
+                .set(n);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}
+
 /// Keeps the objects-by-state gauge of `kind` in step with a controller's
 /// cache: every state in `states` is reported, zero included.
 async fn count_states<K>(
@@ -498,5 +556,44 @@ async fn count_states<K>(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_counted_by_state_over_every_run() {
+        let run = |states: &[&str]| {
+            let steps: Vec<serde_json::Value> = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| serde_json::json!({"name": format!("s{i}"), "state": s}))
+                .collect();
+            Arc::new(
+                serde_json::from_value::<PipelineRun>(serde_json::json!({
+                    "apiVersion": "kiln.dev/v1alpha1", "kind": "PipelineRun",
+                    "metadata": {"name": "r"}, "spec": {"pipelineRef": {"name": "p"}},
+                    "status": {"steps": steps},
+                }))
+                .unwrap(),
+            )
+        };
+        let counts = step_counts(&[
+            run(&["Succeeded", "Executing", "Pending"]),
+            run(&["Succeeded", "Skipped", "Failed"]),
+        ]);
+        assert_eq!(
+            counts.into_iter().collect::<Vec<_>>(),
+            [
+                ("Executing", 1),
+                ("Failed", 1),
+                ("Pending", 1),
+                ("Skipped", 1),
+                ("Succeeded", 2)
+            ]
+        );
+        assert!(step_counts(&[]).values().all(|n| *n == 0));
     }
 }
