@@ -221,6 +221,28 @@ pub struct Step {
     pub fail: Option<FailStep>,
 }
 
+impl Step {
+    /// Which of the step kinds it sets: `processing`, `training`, `tuning`,
+    /// `registerModel`, `deploy`, `condition` or `fail`.
+    pub fn kind(&self) -> &'static str {
+        if self.processing.is_some() {
+            "processing"
+        } else if self.training.is_some() {
+            "training"
+        } else if self.tuning.is_some() {
+            "tuning"
+        } else if self.register_model.is_some() {
+            "registerModel"
+        } else if self.deploy.is_some() {
+            "deploy"
+        } else if self.condition.is_some() {
+            "condition"
+        } else {
+            "fail"
+        }
+    }
+}
+
 /// Step caching.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use kiln_api::pipeline::{PipelineSpec, Step};
+use kiln_api::pipeline::PipelineSpec;
 use kiln_api::pipeline_run::{PipelineRunStatus, StepStatus};
 
 /// One step as the graph shows it.
@@ -21,24 +21,6 @@ pub struct Node {
     pub state: String,
     /// What it made or decided: the child, the branch taken, the cache hit, the message.
     pub detail: String,
-}
-
-fn kind_of(step: &Step) -> &'static str {
-    if step.processing.is_some() {
-        "processing"
-    } else if step.training.is_some() {
-        "training"
-    } else if step.tuning.is_some() {
-        "tuning"
-    } else if step.register_model.is_some() {
-        "registerModel"
-    } else if step.deploy.is_some() {
-        "deploy"
-    } else if step.condition.is_some() {
-        "condition"
-    } else {
-        "fail"
-    }
 }
 
 /// An edge: (prerequisite, step, label: `if`, `else` or empty).
@@ -120,7 +102,7 @@ pub fn build(
             }
             Node {
                 name: s.name.clone(),
-                kind: kind_of(s),
+                kind: s.kind(),
                 layer: layer(&s.name, &deps, &mut memo),
                 state,
                 detail: detail.join("; "),

@@ -12,25 +12,6 @@ use kiln_api::validate;
 
 use super::template;
 
-/// The kind of a step, for messages and children.
-pub fn kind_of(step: &Step) -> &'static str {
-    if step.processing.is_some() {
-        "processing"
-    } else if step.training.is_some() {
-        "training"
-    } else if step.tuning.is_some() {
-        "tuning"
-    } else if step.register_model.is_some() {
-        "registerModel"
-    } else if step.deploy.is_some() {
-        "deploy"
-    } else if step.condition.is_some() {
-        "condition"
-    } else {
-        "fail"
-    }
-}
-
 /// The templated body of a step, as JSON: what its references are read from.
 pub fn body_of(step: &Step) -> serde_json::Value {
     let mut v = serde_json::to_value(step).unwrap_or_default();

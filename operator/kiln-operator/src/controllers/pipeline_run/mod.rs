@@ -316,7 +316,7 @@ pub async fn reconcile(run: Arc<PipelineRun>, ctx: Arc<Context>) -> Result<Actio
                     events.push((
                         EventType::Normal,
                         "StepStarted",
-                        format!("step {ready} ({}) started", graph::kind_of(step)),
+                        format!("step {ready} ({}) started", step.kind()),
                     ));
                 }
                 Started::Done { result } => {
